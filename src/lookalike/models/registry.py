@@ -1,0 +1,69 @@
+"""Models by name, in the spirit of timm's ``create_model``.
+
+A model module registers a factory with ``@register_model("name", ...)``; ``create_model(name)``
+builds it. Names with a colon (``clip:ViT-B-32``) pass the part after the colon to the factory of the
+prefix (``clip``) as ``variant``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lookalike.models.base import Embedder
+
+DEFAULT_MODEL = "mobilenet_v2"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    factory: Callable[..., Embedder]
+    description: str
+    dim: int | None
+    offline: bool  # weights ship inside an installed package
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+_BUILTINS_LOADED = False
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; we want plain text
+        return str(self.args[0])
+
+
+def register_model(
+    name: str, *, description: str = "", dim: int | None = None, offline: bool = True
+) -> Callable[[Callable[..., Embedder]], Callable[..., Embedder]]:
+    def wrap(factory: Callable[..., Embedder]) -> Callable[..., Embedder]:
+        _REGISTRY[name] = ModelInfo(name, factory, description, dim, offline)
+        return factory
+
+    return wrap
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    # Importing a module registers its models. Kept lazy so `import lookalike` stays cheap.
+    from lookalike.models import builtin  # noqa: F401
+
+
+def list_models() -> list[ModelInfo]:
+    _load_builtins()
+    return sorted(_REGISTRY.values(), key=lambda info: info.name)
+
+
+def create_model(name: str = DEFAULT_MODEL, **kwargs: object) -> Embedder:
+    """Build the embedder registered under ``name`` (``prefix:variant`` passes ``variant``)."""
+    _load_builtins()
+    key, _, variant = name.partition(":")
+    if name in _REGISTRY:
+        return _REGISTRY[name].factory(**kwargs)
+    if variant and key in _REGISTRY:
+        return _REGISTRY[key].factory(variant=variant, **kwargs)
+    known = ", ".join(sorted(_REGISTRY)) or "(none)"
+    raise UnknownModelError(f"unknown model {name!r}; known models: {known}")
