@@ -1,0 +1,3 @@
+from lookalike.cli.app import main
+
+main()

@@ -1,0 +1,152 @@
+"""``index``, ``search``, ``info`` and ``demo``: build a collection and query it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lookalike.cli.common import BarProgress, err, friendly_errors, out, print_json
+from lookalike.index import Index
+from lookalike.ingest import IngestReport
+from lookalike.search.results import QueryResult
+
+DbOption = Annotated[Path, typer.Option("--db", help="Index folder (created if missing).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("index")(index_command)
+    app.command("search")(search_command)
+    app.command("info")(info_command)
+    app.command("demo")(demo_command)
+
+
+def index_command(
+    paths: Annotated[list[Path], typer.Argument(help="Folders (searched recursively) and image files.")],
+    db: DbOption,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (see `lookalike models`); default: the index's.")
+    ] = None,
+    index_type: Annotated[str, typer.Option("--index", help="Search structure: auto, flat (exact) or hnsw.")] = "auto",
+    workers: Annotated[int | None, typer.Option(help="Decode threads (default: min(4, CPUs)).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Add images under PATHS to the index; re-runs only embed new or changed files."""
+    with friendly_errors():
+        index = Index.open(db, model=model, index_kind=index_type)
+        with BarProgress(enabled=not (quiet or json_output)) as progress:
+            report = index.add(paths, progress=progress, workers=workers)
+        if json_output:
+            print_json({"db": str(db), "count": len(index), **report.to_dict()})
+        else:
+            _print_report(report, len(index))
+        index.close()
+
+
+def _print_report(report: IngestReport, count: int) -> None:
+    shown = [s for s in report.skipped if s.reason != "not an image" or Path(s.path).suffix]
+    if shown:
+        table = Table(title="skipped", show_lines=False, title_justify="left")
+        table.add_column("file", overflow="fold")
+        table.add_column("reason")
+        for skip in shown[:50]:
+            table.add_row(skip.path, f"{skip.reason}: {skip.detail}")
+        err.print(table)
+        if len(shown) > 50:
+            err.print(f"… and {len(shown) - 50} more (use --json for the full list)")
+    out.print(f"{report.summary()}; {count} images in the index")
+
+
+def search_command(
+    images: Annotated[
+        list[str] | None, typer.Argument(help="Query images (files); indexed paths use stored vectors.")
+    ] = None,
+    db: DbOption = Path("lookalike.db"),
+    k: Annotated[int, typer.Option("-k", "--top", min=1, max=1000, help="How many results per query.")] = 4,
+    item_id: Annotated[list[int] | None, typer.Option("--id", help="Query by indexed item id (repeatable).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")] = False,
+) -> None:
+    """Find the indexed images most similar to each query image, best first."""
+    queries: list[str | int] = [*(images or []), *(item_id or [])]
+    if not queries:
+        err.print("[red]error:[/red] give at least one query image or --id")
+        raise typer.Exit(2)
+    with friendly_errors():
+        index = Index.open(db, create=False)
+        results = index.search_many(queries, k=k)
+        index.close()
+    if json_output:
+        print_json({"queries": [r.to_dict() for r in results]})
+    else:
+        for result in results:
+            _print_result(result)
+    if any(r.error for r in results):
+        raise typer.Exit(1)
+
+
+def _print_result(result: QueryResult) -> None:
+    if result.error:
+        err.print(f"[red]{result.query}: {result.error}[/red]")
+        return
+    table = Table(title=f"query: {result.query}", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("similarity", justify="right")
+    table.add_column("id", justify="right")
+    table.add_column("path", overflow="fold")
+    for rank, match in enumerate(result.results, 1):
+        table.add_row(str(rank), f"{match.score * 100:.1f}%", str(match.id), match.path)
+    out.print(table)
+    if result.no_match:
+        out.print(
+            "[yellow]No similar images in this collection[/yellow] (best similarity below "
+            "the no-match threshold); the closest ones are listed anyway."
+        )
+
+
+def info_command(
+    db: DbOption = Path("lookalike.db"),
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show what an index holds: count, model, dimensions, size on disk, last update."""
+    with friendly_errors():
+        index = Index.open(db, create=False)
+        info = index.info()
+        index.close()
+    if json_output:
+        print_json(info)
+        return
+    table = Table(show_header=False, title=str(db), title_justify="left")
+    for key, value in info.items():
+        if key in ("created_at", "updated_at") and isinstance(value, int | float):
+            value = dt.datetime.fromtimestamp(value).isoformat(timespec="seconds")
+        elif key == "size_bytes" and isinstance(value, int):
+            value = f"{value / 1e6:.1f} MB"
+        elif isinstance(value, list):
+            value = "\n".join(map(str, value)) or "-"
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+def demo_command(
+    db: Annotated[Path | None, typer.Option("--db", help="Where to build the demo index.")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=50)] = 4,
+) -> None:
+    """Index the bundled demo photos and search them with the bundled query images."""
+    from lookalike.demo import demo_images_dir, demo_queries_dir
+
+    target = db or Path(os.environ.get("LOOKALIKE_DEMO_DB", "lookalike-demo.db"))
+    with friendly_errors():
+        index = Index.open(target)
+        with BarProgress() as progress:
+            report = index.add([demo_images_dir()], progress=progress)
+        _print_report(report, len(index))
+        queries = sorted(str(p) for p in demo_queries_dir().iterdir() if p.is_file())
+        for result in index.search_many(queries, k=k):
+            _print_result(result)
+        index.close()
+    out.print(f"\nTry your own: [bold]lookalike search IMAGE --db {target}[/bold]")

@@ -1,0 +1,248 @@
+"""Incremental, pipelined indexing of files into a store.
+
+Decisions per file, cheapest first: unchanged ``(path, size, mtime)`` costs one ``stat``; a file that
+failed before and has not changed is reported again without decoding; otherwise worker threads read,
+hash, decode (JPEG draft mode) and preprocess it while the main thread runs the model on full
+batches, so decoding overlaps inference. Content already in the index (same sha256) is never
+re-embedded: a moved file keeps its vector, a copy reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lookalike.imaging.discover import FoundFile, Skip, walk_images
+from lookalike.imaging.load import DEFAULT_MAX_PIXELS, ImageLoadError, decode_image, read_bytes
+from lookalike.models.base import Embedder
+from lookalike.store.base import ItemRecord, Store
+
+
+@dataclass
+class IngestReport:
+    """What one ``index`` run did. ``embedded`` counts images that actually went through the model."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    copied: int = 0
+    removed: int = 0
+    embedded: int = 0
+    skipped: list[Skip] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def skip_reasons(self) -> dict[str, int]:
+        return dict(Counter(s.reason for s in self.skipped))
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.skip_reasons.items()))
+        skipped = f"{len(self.skipped)} skipped" + (f" ({reasons})" if reasons else "")
+        return (
+            f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, {self.moved} moved, "
+            f"{self.removed} removed, {skipped} in {self.seconds:.1f} s"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "moved": self.moved,
+            "copied": self.copied,
+            "removed": self.removed,
+            "embedded": self.embedded,
+            "skipped": [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in self.skipped],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class Progress:
+    """Receives progress events; the CLI draws a bar from them. The default does nothing."""
+
+    def found(self, total: int) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def skipped(self, skip: Skip) -> None: ...
+
+
+@dataclass
+class _Prepared:
+    found: FoundFile
+    sha256: str
+    width: int
+    height: int
+    array: np.ndarray | None  # None when the content is already indexed
+
+
+def _prepare(found: FoundFile, embedder: Embedder, max_pixels: int, known: Callable[[str], bool]) -> _Prepared | Skip:
+    """Worker: read once, hash, and (unless the content is known) decode + preprocess."""
+    try:
+        data = read_bytes(found.path)
+        sha = hashlib.sha256(data).hexdigest()
+        if known(sha):
+            return _Prepared(found, sha, 0, 0, None)
+        loaded = decode_image(data, draft_size=embedder.spec.input_size, max_pixels=max_pixels)
+        return _Prepared(found, sha, loaded.width, loaded.height, embedder.preprocess(loaded.image))
+    except ImageLoadError as exc:
+        return Skip(found.path, exc.reason, exc.detail)
+    except Exception as exc:  # a decoder bug on one file must not stop the run
+        return Skip(found.path, "corrupt", f"{type(exc).__name__}: {exc}")
+
+
+def ingest(
+    store: Store,
+    embedder: Embedder,
+    roots: Sequence[str | os.PathLike[str]],
+    *,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    remove_missing: bool = True,
+) -> IngestReport:
+    progress = progress or Progress()
+    report = IngestReport()
+    started = time.perf_counter()
+    abs_roots = [os.path.abspath(os.fspath(r)) for r in roots]
+
+    def on_skip(skip: Skip) -> None:
+        report.skipped.append(skip)
+        progress.skipped(skip)
+
+    states = store.file_states()
+    old_skips = store.known_skips()
+    seen: set[str] = set()
+    todo: list[FoundFile] = []
+    for found in walk_images(abs_roots, on_skip, is_known=lambda p, size, mtime: _same(states.get(p), size, mtime)):
+        seen.add(found.path)
+        state = states.get(found.path)
+        if state and state[1] == found.size and state[2] == found.mtime_ns:
+            report.unchanged += 1
+            continue
+        old = old_skips.get(found.path)
+        if old and old[0] == found.size and old[1] == found.mtime_ns:
+            on_skip(Skip(found.path, old[2], old[3]))
+            continue
+        todo.append(found)
+    progress.found(len(todo))
+
+    new_skips: list[tuple[str, int, int, str, str]] = []
+    batch: list[_Prepared] = []
+    batch_size = max(1, embedder.batch_size)
+
+    def flush() -> None:
+        if not batch:
+            return
+        vectors = embedder.embed_arrays(np.stack([p.array for p in batch]))  # type: ignore[misc]
+        records = [_record(p) for p in batch]
+        for rec in records:
+            if rec.path in states:
+                report.updated += 1
+            else:
+                report.added += 1
+        store.add(records, vectors)
+        report.embedded += len(batch)
+        progress.advance(len(batch))
+        batch.clear()
+
+    def handle(result: _Prepared | Skip) -> None:
+        if isinstance(result, Skip):
+            on_skip(result)
+            found = todo_by_path.get(result.path)
+            if found:
+                new_skips.append((found.path, found.size, found.mtime_ns, result.reason, result.detail))
+            progress.advance()
+            return
+        if result.array is not None:
+            batch.append(result)
+            if len(batch) >= batch_size:
+                flush()
+            return
+        _reuse_known_content(store, result, states, report)
+        progress.advance()
+
+    todo_by_path = {f.path: f for f in todo}
+    known = _KnownHashes(store)
+    window = 3 * batch_size
+    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 2)) as pool:
+        pending: deque[Future[_Prepared | Skip]] = deque()
+        for found in todo:
+            pending.append(pool.submit(_prepare, found, embedder, max_pixels, known))
+            while len(pending) >= window:
+                handle(pending.popleft().result())
+        while pending:
+            handle(pending.popleft().result())
+    flush()
+
+    # Files that became unreadable/non-images lose their stale vector; vanished files leave the index.
+    stale_ids = [states[s.path][0] for s in report.skipped if s.path in states]
+    if remove_missing:
+        for root in abs_roots:
+            for item_id, path in store.paths_under(root):
+                if path not in seen and not os.path.lexists(path):
+                    stale_ids.append(item_id)
+    report.removed = store.remove(sorted(set(stale_ids)))
+    store.record_skips(new_skips, forget=[f.path for f in todo if f.path not in {s[0] for s in new_skips}])
+    roots_meta = list(store.get_meta("roots") or [])  # type: ignore[arg-type]
+    for root in abs_roots:
+        folder = root if os.path.isdir(root) else os.path.dirname(root)
+        if folder not in roots_meta and os.path.exists(folder):
+            roots_meta.append(folder)
+    store.set_meta("roots", roots_meta)
+    store.compact()
+    store.save_search_index()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _same(state: tuple[int, int, int] | None, size: int, mtime_ns: int) -> bool:
+    return state is not None and state[1] == size and state[2] == mtime_ns
+
+
+def _record(p: _Prepared) -> ItemRecord:
+    return ItemRecord(p.found.path, p.sha256, p.found.size, p.found.mtime_ns, p.width, p.height)
+
+
+class _KnownHashes:
+    """Thread-safe 'is this content already indexed?' for the workers (the store serialises access)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __call__(self, sha256: str) -> bool:
+        return bool(self.store.find_by_sha256(sha256))
+
+
+def _reuse_known_content(
+    store: Store, p: _Prepared, states: dict[str, tuple[int, int, int]], report: IngestReport
+) -> None:
+    """Same bytes as an indexed item: a move if that item's file is gone, else a copy sharing its vector."""
+    matches = store.find_by_sha256(p.sha256)
+    current = store.get_by_path(p.found.path)
+    if current is not None and current.sha256 == p.sha256:
+        store.touch(current.id, p.found.size, p.found.mtime_ns)  # same content, new mtime
+        report.unchanged += 1
+        return
+    gone = next((m for m in matches if m.path != p.found.path and not os.path.lexists(m.path)), None)
+    if gone is not None:
+        if current is not None:
+            store.remove([current.id])
+        store.move(gone.id, p.found.path, p.found.mtime_ns)
+        report.moved += 1
+        return
+    source = matches[0]
+    vector = store.vectors([source.id])
+    record = ItemRecord(p.found.path, p.sha256, p.found.size, p.found.mtime_ns, source.width, source.height)
+    store.add([record], vector)
+    if p.found.path in states:
+        report.updated += 1
+    else:
+        report.added += 1
+    report.copied += 1

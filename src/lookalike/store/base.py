@@ -1,0 +1,137 @@
+"""The store interface: items (a file's metadata) with one vector each, searchable by vector.
+
+Callers (the :class:`~lookalike.index.Index`, the CLI, the web app) only use this interface, so the
+embedded :class:`~lookalike.store.local.LocalStore` can be swapped for an ANN-backed or remote store.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class StoreError(Exception):
+    """A store that cannot be used as asked (wrong model, locked, damaged)."""
+
+
+class ModelMismatchError(StoreError):
+    """The index was built by another model or preprocessing; its vectors must not be mixed."""
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """What the store knows about one indexed file."""
+
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    width: int
+    height: int
+    id: int = -1  # assigned by the store
+    added_at: float = 0.0
+    extra: dict[str, object] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    score: float
+
+
+class Store(ABC):
+    """Items + vectors + search. Implementations must make every write atomic."""
+
+    @property
+    @abstractmethod
+    def model_identity(self) -> dict[str, object] | None:
+        """The ModelSpec identity that made the vectors, or None for an empty, new store."""
+
+    @abstractmethod
+    def set_model_identity(self, identity: dict[str, object]) -> None: ...
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def add(self, records: Sequence[ItemRecord], vectors: np.ndarray) -> list[int]:
+        """Insert or replace (by path) items with their vectors in one atomic step; return their ids."""
+
+    @abstractmethod
+    def move(self, item_id: int, new_path: str, mtime_ns: int) -> None:
+        """Record that a file was renamed/moved (same content, same vector)."""
+
+    @abstractmethod
+    def touch(self, item_id: int, size: int, mtime_ns: int) -> None:
+        """Record a new mtime for unchanged content (e.g. after `touch`), so the next run skips it."""
+
+    @abstractmethod
+    def remove(self, ids: Sequence[int]) -> int:
+        """Drop items (never the user's files); returns how many were removed."""
+
+    @abstractmethod
+    def get(self, item_id: int) -> ItemRecord | None: ...
+
+    @abstractmethod
+    def get_by_path(self, path: str) -> ItemRecord | None: ...
+
+    @abstractmethod
+    def find_by_sha256(self, sha256: str) -> list[ItemRecord]: ...
+
+    @abstractmethod
+    def items(self, offset: int = 0, limit: int | None = None) -> Iterator[ItemRecord]: ...
+
+    @abstractmethod
+    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        """The stored vectors of these items, in order."""
+
+    @abstractmethod
+    def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of every item; used by dedup, calibration and evaluation."""
+
+    @abstractmethod
+    def file_states(self) -> dict[str, tuple[int, int, int]]:
+        """path -> (id, size, mtime_ns) for every item."""
+
+    @abstractmethod
+    def paths_under(self, folder: str) -> list[tuple[int, str]]:
+        """(id, path) of items whose path lies under ``folder``."""
+
+    def known_skips(self) -> dict[str, tuple[int, int, str, str]]:
+        """Files that failed before: path -> (size, mtime_ns, reason, detail). Optional cache."""
+        return {}
+
+    def record_skips(self, skips: Sequence[tuple[str, int, int, str, str]], forget: Sequence[str] = ()) -> None:
+        """Remember failed files so unchanged ones are not decoded again. Optional cache."""
+
+    @abstractmethod
+    def get_meta(self, key: str) -> object: ...
+
+    @abstractmethod
+    def set_meta(self, key: str, value: object) -> None: ...
+
+    def save_search_index(self) -> None:
+        """Persist derived search structures, if the store keeps any."""
+
+    def compact(self, min_dead_fraction: float = 0.3) -> bool:
+        """Reclaim space from removed items, if the store needs it."""
+        return False
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int, exclude: Sequence[int] = ()) -> list[list[Hit]]:
+        """Top-k items by cosine similarity (inner product of unit vectors) for each query row."""
+
+    @abstractmethod
+    def info(self) -> dict[str, object]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,503 @@
+"""The embedded store: SQLite (WAL) for items and metadata, an append-only float32 file for vectors.
+
+Crash safety comes from ordering, not luck. A write appends vector rows after the last committed
+slot, fsyncs them, and only then commits the SQLite transaction that points items at those slots and
+moves ``n_slots`` forward. A process killed at any moment leaves either the old or the new committed
+state; rows past ``n_slots`` are garbage and are cut off by the next writer. ``BEGIN IMMEDIATE``
+serialises writers across processes. Deleted or replaced items leave dead rows, which
+:meth:`LocalStore.compact` rewrites away (new file, fsync, commit, then unlink the old one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.store.base import Hit, ItemRecord, ModelMismatchError, Store, StoreError
+from lookalike.store.vector_index import AUTO_EXACT_LIMIT, FlatIndex, HNSWIndex, VectorIndex
+
+FORMAT_VERSION = 1
+DB_FILE = "items.sqlite"
+INDEX_KINDS = ("auto", "flat", "hnsw")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    slot INTEGER NOT NULL UNIQUE,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    added_at REAL NOT NULL,
+    extra TEXT
+);
+CREATE INDEX IF NOT EXISTS items_sha256 ON items(sha256);
+CREATE TABLE IF NOT EXISTS skipped (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, reason TEXT NOT NULL, detail TEXT
+);
+"""
+
+_COLUMNS = "id, path, sha256, size, mtime_ns, width, height, added_at, extra"
+
+
+def _record(row: tuple) -> ItemRecord:
+    item_id, path, sha, size, mtime_ns, width, height, added_at, extra = row
+    return ItemRecord(
+        path=path,
+        sha256=sha,
+        size=size,
+        mtime_ns=mtime_ns,
+        width=width,
+        height=height,
+        id=item_id,
+        added_at=added_at,
+        extra=json.loads(extra) if extra else {},
+    )
+
+
+class LocalStore(Store):
+    """Items and vectors in one folder. Thread-safe; several processes may read, one writes at a time."""
+
+    def __init__(self, folder: str | os.PathLike[str], *, index_kind: str = "auto", create: bool = True) -> None:
+        if index_kind not in INDEX_KINDS:
+            raise StoreError(f"unknown index kind {index_kind!r}; choose one of {', '.join(INDEX_KINDS)}")
+        self.folder = Path(folder)
+        if not (self.folder / DB_FILE).exists():
+            if not create:
+                raise StoreError(f"no lookalike index at {self.folder} (create one with `lookalike index`)")
+            if self.folder.exists() and any(self.folder.iterdir()):
+                raise StoreError(f"{self.folder} exists and is not a lookalike index; choose an empty folder")
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self.index_kind = index_kind
+        self._lock = threading.RLock()
+        self._loaded_generation = -1
+        self._pending: list[tuple[str, object]] = []  # in-memory changes of the transaction in flight
+        self._db = sqlite3.connect(self.folder / DB_FILE, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(_SCHEMA)  # idempotent
+        with self._write_txn():
+            if self._meta("format_version") is None:
+                self._set_meta("format_version", FORMAT_VERSION)
+                self._set_meta("n_slots", 0)
+                self._set_meta("vector_file", "vectors-0.f32")
+                self._set_meta("generation", 0)
+                self._set_meta("created_at", time.time())
+        version = self._meta("format_version")
+        if version != FORMAT_VERSION:
+            raise StoreError(f"index format {version} is not supported by this lookalike (needs {FORMAT_VERSION})")
+        self._search: VectorIndex | None = None
+        self._hnsw: HNSWIndex | None = None
+        self._refresh()
+
+    # -- metadata -------------------------------------------------------------------------------
+    def _meta(self, key: str) -> object:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def _set_meta(self, key: str, value: object) -> None:
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    def get_meta(self, key: str) -> object:
+        with self._lock:
+            return self._meta(key)
+
+    def set_meta(self, key: str, value: object) -> None:
+        with self._lock, self._write_txn():
+            self._set_meta(key, value)
+
+    @property
+    def model_identity(self) -> dict[str, object] | None:
+        return self.get_meta("model")  # type: ignore[return-value]
+
+    def set_model_identity(self, identity: dict[str, object]) -> None:
+        with self._lock, self._write_txn():
+            current = self._meta("model")
+            if current is not None and current != identity:
+                raise ModelMismatchError(_mismatch_message(current, identity))  # type: ignore[arg-type]
+            self._set_meta("model", identity)
+            self._set_meta("dim", identity["dim"])
+            self._pending.append(("reload", None))
+
+    @contextmanager
+    def _write_txn(self) -> Iterator[bool]:
+        """One atomic write. BEGIN IMMEDIATE takes SQLite's write lock, so writers never interleave.
+
+        Yields whether our in-memory state was current when the lock was taken; if so, and the caller
+        updates that state itself, the store stays in sync without reloading every slot.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                generation = int(self._meta("generation") or 0)
+                in_sync = generation == self._loaded_generation
+                yield in_sync
+            except BaseException:
+                self._pending.clear()
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._set_meta("generation", generation + 1)
+                self._set_meta("updated_at", time.time())
+                self._db.execute("COMMIT")
+                if in_sync and self._apply_pending():
+                    self._loaded_generation = generation + 1
+                self._pending.clear()
+
+    # -- vectors ----------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int | None:
+        dim = self.get_meta("dim")
+        return int(dim) if dim is not None else None  # type: ignore[arg-type]
+
+    def _vector_path(self) -> Path:
+        return self.folder / str(self._meta("vector_file"))
+
+    def _refresh(self) -> None:
+        """(Re)load the memory map and slot table if another writer (or we) committed since."""
+        with self._lock:
+            generation = int(self._meta("generation") or 0)
+            if generation == self._loaded_generation:
+                return
+            n_slots = int(self._meta("n_slots") or 0)
+            dim = self._meta("dim")
+            if dim is None or n_slots == 0:
+                self._matrix = np.zeros((0, int(dim or 1)), dtype=np.float32)
+            else:
+                self._matrix = np.memmap(self._vector_path(), dtype=np.float32, mode="r", shape=(n_slots, int(dim)))
+            self._slot_to_id = np.full(n_slots, -1, dtype=np.int64)
+            rows = self._db.execute("SELECT id, slot FROM items").fetchall()
+            if rows:
+                arr = np.asarray(rows, dtype=np.int64)
+                self._slot_to_id[arr[:, 1]] = arr[:, 0]
+            self._live = self._slot_to_id >= 0
+            self._loaded_generation = generation
+            self._search = None  # rebuilt on the next search
+
+    def _apply_pending(self) -> bool:
+        """Apply our own committed changes to the in-memory slot table; False if a reload is needed."""
+        events, self._pending = self._pending, []
+        for kind, payload in events:
+            if kind == "reload":
+                return False
+            if kind == "append":
+                first, ids, dead = payload  # type: ignore[misc]
+                n_slots = first + len(ids)
+                self._matrix = np.memmap(
+                    self._vector_path(), dtype=np.float32, mode="r", shape=(n_slots, self._matrix.shape[1])
+                )
+                grown = np.full(n_slots, -1, dtype=np.int64)
+                grown[: len(self._slot_to_id)] = self._slot_to_id
+                grown[first:n_slots] = ids
+                grown[dead] = -1
+                self._slot_to_id = grown
+            elif kind == "dead":
+                self._slot_to_id[payload] = -1  # type: ignore[index]
+        self._live = self._slot_to_id >= 0
+        self._search = None
+        return True
+
+    def _ensure_search(self) -> VectorIndex:
+        self._refresh()
+        if self._search is None:
+            self._build_search()
+        assert self._search is not None
+        return self._search
+
+    def _build_search(self) -> None:
+        n_live = int(self._live.sum())
+        kind = self.index_kind
+        if kind == "auto":
+            kind = "hnsw" if n_live > AUTO_EXACT_LIMIT else "flat"
+        if kind == "flat":
+            self._search = FlatIndex(self._matrix, self._live)
+            return
+        hnsw = self._hnsw or self._load_hnsw()
+        n_slots = len(self._live)
+        dead_in_graph = hnsw.size - int(self._live[: hnsw.covered_slots].sum()) if hnsw.covered_slots <= n_slots else -1
+        if hnsw.covered_slots > n_slots or dead_in_graph > 0.25 * max(1, hnsw.size):
+            hnsw = HNSWIndex(self._matrix.shape[1])  # compaction renumbered slots, or too much garbage
+        new = np.arange(hnsw.covered_slots, n_slots)
+        new = new[self._live[new]]
+        hnsw.add(new, np.asarray(self._matrix[new]))
+        hnsw.covered_slots = n_slots
+        self._hnsw = hnsw
+        self._search = hnsw
+
+    def _load_hnsw(self) -> HNSWIndex:
+        dim = self._matrix.shape[1]
+        files = sorted(self.folder.glob("hnsw-*.faiss"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        if files and self._meta("hnsw_vector_file") == self._meta("vector_file"):
+            try:
+                loaded = HNSWIndex.load(files[-1])
+                if loaded.index.d == dim:
+                    return loaded
+            except Exception:  # a damaged cache is rebuilt, never trusted
+                pass
+        return HNSWIndex(dim)
+
+    def save_search_index(self) -> None:
+        """Persist the HNSW graph (a cache: losing it only costs a rebuild)."""
+        with self._lock:
+            if self._hnsw is not None and self._ensure_search() is self._hnsw:
+                self._hnsw.save(self.folder)
+                with self._write_txn():
+                    self._set_meta("hnsw_vector_file", self._meta("vector_file"))
+
+    def _append_vectors(self, vectors: np.ndarray) -> int:
+        """Write rows after the committed slots (inside the write transaction); return the first slot."""
+        n_slots = int(self._meta("n_slots") or 0)
+        dim = vectors.shape[1]
+        row_bytes = dim * 4
+        path = self._vector_path()
+        with open(path, "ab" if path.exists() else "wb") as handle:
+            handle.truncate(n_slots * row_bytes)  # cut rows a killed writer left uncommitted
+            handle.seek(n_slots * row_bytes)
+            handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        return n_slots
+
+    # -- Store interface --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    def add(self, records: Sequence[ItemRecord], vectors: np.ndarray) -> list[int]:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if len(records) != len(vectors):
+            raise ValueError("one vector per record")
+        if not records:
+            return []
+        dim = self.dim
+        if dim is None or vectors.shape[1] != dim:
+            raise StoreError(f"vectors are {vectors.shape[1]}-d, the index holds {dim}-d vectors")
+        now = time.time()
+        ids: list[int] = []
+        with self._lock:
+            self._refresh()  # catch up once with other writers so the cheap in-memory update applies
+        with self._write_txn():
+            first = self._append_vectors(vectors)
+            replaced = self._db.execute(
+                f"SELECT slot FROM items WHERE path IN ({','.join('?' * len(records))})", [r.path for r in records]
+            ).fetchall()
+            for offset, rec in enumerate(records):
+                slot = first + offset
+                extra = json.dumps(rec.extra) if rec.extra else None
+                row = self._db.execute(
+                    "INSERT INTO items(path, slot, sha256, size, mtime_ns, width, height, added_at, extra) "
+                    "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET slot = excluded.slot, "
+                    "sha256 = excluded.sha256, size = excluded.size, mtime_ns = excluded.mtime_ns, "
+                    "width = excluded.width, height = excluded.height, extra = excluded.extra RETURNING id",
+                    (rec.path, slot, rec.sha256, rec.size, rec.mtime_ns, rec.width, rec.height, now, extra),
+                ).fetchone()
+                ids.append(int(row[0]))
+            self._set_meta("n_slots", first + len(records))
+            self._pending.append(("append", (first, np.asarray(ids, dtype=np.int64), [int(r[0]) for r in replaced])))
+        return ids
+
+    def move(self, item_id: int, new_path: str, mtime_ns: int) -> None:
+        with self._write_txn():
+            self._db.execute("UPDATE items SET path = ?, mtime_ns = ? WHERE id = ?", (new_path, mtime_ns, item_id))
+
+    def touch(self, item_id: int, size: int, mtime_ns: int) -> None:
+        with self._write_txn():
+            self._db.execute("UPDATE items SET size = ?, mtime_ns = ? WHERE id = ?", (size, mtime_ns, item_id))
+
+    def remove(self, ids: Sequence[int]) -> int:
+        if not ids:
+            return 0
+        with self._write_txn():
+            slots = []
+            for item_id in ids:
+                row = self._db.execute("DELETE FROM items WHERE id = ? RETURNING slot", (int(item_id),)).fetchone()
+                if row:
+                    slots.append(int(row[0]))
+            self._pending.append(("dead", np.asarray(slots, dtype=np.int64)))
+        return len(slots)
+
+    def get(self, item_id: int) -> ItemRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?", (int(item_id),)).fetchone()
+        return _record(row) if row else None
+
+    def get_by_path(self, path: str) -> ItemRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM items WHERE path = ?", (path,)).fetchone()
+        return _record(row) if row else None
+
+    def find_by_sha256(self, sha256: str) -> list[ItemRecord]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM items WHERE sha256 = ? ORDER BY id", (sha256,)).fetchall()
+        return [_record(r) for r in rows]
+
+    def items(self, offset: int = 0, limit: int | None = None) -> Iterator[ItemRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM items ORDER BY id LIMIT ? OFFSET ?", (-1 if limit is None else limit, offset)
+            ).fetchall()
+        return iter([_record(r) for r in rows])
+
+    def file_states(self) -> dict[str, tuple[int, int, int]]:
+        """path -> (id, size, mtime_ns) of every item: what an incremental run compares stat() with."""
+        with self._lock:
+            rows = self._db.execute("SELECT path, id, size, mtime_ns FROM items").fetchall()
+        return {path: (int(i), int(size), int(mtime)) for path, i, size, mtime in rows}
+
+    def known_skips(self) -> dict[str, tuple[int, int, str, str]]:
+        """path -> (size, mtime_ns, reason, detail) of files that failed before (not re-decoded if unchanged)."""
+        with self._lock:
+            rows = self._db.execute("SELECT path, size, mtime_ns, reason, detail FROM skipped").fetchall()
+        return {path: (int(size), int(mtime), reason, detail or "") for path, size, mtime, reason, detail in rows}
+
+    def record_skips(self, skips: Sequence[tuple[str, int, int, str, str]], forget: Sequence[str] = ()) -> None:
+        with self._write_txn():
+            self._db.executemany("DELETE FROM skipped WHERE path = ?", [(p,) for p in forget])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO skipped(path, size, mtime_ns, reason, detail) VALUES(?, ?, ?, ?, ?)", skips
+            )
+
+    def paths_under(self, folder: str) -> list[tuple[int, str]]:
+        """(id, path) of every item whose path lies under ``folder``."""
+        prefix = folder.rstrip(os.sep) + os.sep
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, path FROM items WHERE substr(path, 1, ?) = ? OR path = ?", (len(prefix), prefix, folder)
+            ).fetchall()
+        return [(int(i), p) for i, p in rows]
+
+    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        with self._lock:
+            self._refresh()
+            slots = []
+            for item_id in ids:
+                row = self._db.execute("SELECT slot FROM items WHERE id = ?", (int(item_id),)).fetchone()
+                if row is None:
+                    raise KeyError(f"no item with id {item_id}")
+                slots.append(int(row[0]))
+            return np.array(self._matrix[slots], dtype=np.float32).reshape(len(slots), -1)
+
+    def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            self._refresh()
+            slots = np.flatnonzero(self._live)
+            return self._slot_to_id[slots].copy(), np.array(self._matrix[slots], dtype=np.float32)
+
+    def search(self, queries: np.ndarray, k: int, exclude: Sequence[int] = ()) -> list[list[Hit]]:
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        with self._lock:
+            index = self._ensure_search()
+            excluded = {int(i) for i in exclude}
+            want = k + len(excluded)
+            if index.kind != "flat":
+                want = 2 * want + 16  # room for dead slots still in the graph
+            scores, slots = index.search(queries, want)
+            out: list[list[Hit]] = []
+            for row_scores, row_slots in zip(scores, slots, strict=True):
+                hits = []
+                for score, slot in zip(row_scores, row_slots, strict=True):
+                    if slot < 0 or slot >= len(self._slot_to_id):
+                        continue
+                    item_id = int(self._slot_to_id[slot])
+                    if item_id < 0 or item_id in excluded:
+                        continue
+                    hits.append(Hit(item_id, float(score)))
+                    if len(hits) == k:
+                        break
+                out.append(hits)
+            return out
+
+    def compact(self, min_dead_fraction: float = 0.3) -> bool:
+        """Rewrite the vector file without dead rows when they are at least this fraction of it."""
+        with self._lock:
+            self._refresh()
+            n_slots = len(self._live)
+            n_dead = n_slots - int(self._live.sum())
+            if n_slots == 0 or n_dead < min_dead_fraction * n_slots:
+                return False
+            old_path = self._vector_path()
+            new_name = f"vectors-{int(self._meta('generation') or 0) + 1}.f32"
+            with self._write_txn():
+                rows = self._db.execute("SELECT id, slot FROM items ORDER BY slot").fetchall()
+                old = np.memmap(old_path, dtype=np.float32, mode="r", shape=self._matrix.shape)
+                tmp = self.folder / f".{new_name}.tmp"
+                with open(tmp, "wb") as handle:
+                    for start in range(0, len(rows), 65536):
+                        chunk = [slot for _, slot in rows[start : start + 65536]]
+                        handle.write(np.ascontiguousarray(old[chunk], dtype="<f4").tobytes())
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, self.folder / new_name)
+                self._db.execute("UPDATE items SET slot = -slot - 1")  # dodge the UNIQUE(slot) constraint
+                self._db.executemany(
+                    "UPDATE items SET slot = ? WHERE id = ?", [(new, i) for new, (i, _) in enumerate(rows)]
+                )
+                self._set_meta("vector_file", new_name)
+                self._set_meta("n_slots", len(rows))
+                self._pending.append(("reload", None))
+            del old
+            self._hnsw = None
+            for stale in self.folder.glob("hnsw-*.faiss"):
+                stale.unlink(missing_ok=True)
+            self._remove_orphans()
+            self._refresh()
+            return True
+
+    def _remove_orphans(self) -> None:
+        current = str(self._meta("vector_file"))
+        for path in self.folder.glob("vectors-*.f32"):
+            if path.name != current:
+                path.unlink(missing_ok=True)
+        for path in self.folder.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+
+    def info(self) -> dict[str, object]:
+        with self._lock:
+            model = self._meta("model") or {}
+            return {
+                "db": str(self.folder),
+                "count": len(self),
+                "model": model.get("name") if isinstance(model, dict) else None,
+                "model_version": model.get("version") if isinstance(model, dict) else None,
+                "preprocessing": model.get("preprocessing") if isinstance(model, dict) else None,
+                "dimensions": self._meta("dim"),
+                "index": self._ensure_search().kind,
+                "size_bytes": self.disk_bytes(),
+                "created_at": self._meta("created_at"),
+                "updated_at": self._meta("updated_at"),
+                "roots": self._meta("roots") or [],
+            }
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _mismatch_message(have: dict[str, object], want: dict[str, object]) -> str:
+    diffs = [
+        f"{key}: index has {have.get(key)!r}, requested {want.get(key)!r}"
+        for key in sorted(set(have) | set(want))
+        if have.get(key) != want.get(key)
+    ]
+    return (
+        f"this index was built with model {have.get('name')!r} and cannot mix vectors from another model "
+        f"or preprocessing ({'; '.join(diffs)}). Use --model {have.get('name')} or a new --db."
+    )
