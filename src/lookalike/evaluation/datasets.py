@@ -112,7 +112,7 @@ PACKAGES: dict[str, PackageInfo] = {
     ),
     "python3-skimage": PackageInfo(
         gives="scikit-image sample photos (astronaut, cat, coffee, rocket...) and astronomy images",
-        licence="BSD-3-Clause (upstream data/README: public domain / CC0 for the photos used)",
+        licence="BSD-3-Clause (skimage/data/_fetchers.py: the photos used are public domain or CC0)",
         include={
             "photo": tuple(
                 _SKIMAGE + name
