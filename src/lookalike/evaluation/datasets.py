@@ -91,9 +91,10 @@ PACKAGES: dict[str, PackageInfo] = {
         exclude=("*Gogh*", "*PortraitOfPereTanguy*", "*Auvers*"),
     ),
     "lomiri-wallpapers-16.04": PackageInfo(
-        gives="15 large wallpaper photographs (3-16 MP JPEGs)",
+        gives="14 large wallpaper photographs (1.5-16 MP JPEGs)",
         licence="CC-BY-4.0, CC-BY-SA-4.0, CC0-1.0 (per file)",
         include={"photo": ("usr/share/backgrounds/*.jpg",)},
+        exclude=("*umang_by_*",),  # a rendered gradient, not a photograph
     ),
     "lomiri-wallpapers-20.04": PackageInfo(
         gives="2 large wallpaper photographs (16-20 MP JPEGs); the other two are graphics",
