@@ -24,6 +24,6 @@ if [[ $want_test == 1 ]]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
       || echo "warning: could not install chromium; the browser test will fail" >&2
   fi
-  .venv/bin/python scripts/fetch_data.py --for-tests
+  .venv/bin/python scripts/fetch_data.py
 fi
 echo "lookalike installed in .venv ($(.venv/bin/lookalike --help >/dev/null && echo ok))" >&2
