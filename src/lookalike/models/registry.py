@@ -22,6 +22,8 @@ class ModelInfo:
     description: str
     dim: int | None
     offline: bool  # weights ship inside an installed package
+    #: returns the weights file the model would load (raises if missing); None: needs no weights
+    weights: Callable[[], str] | None = None
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -34,10 +36,18 @@ class UnknownModelError(KeyError):
 
 
 def register_model(
-    name: str, *, description: str = "", dim: int | None = None, offline: bool = True
+    name: str,
+    *,
+    description: str = "",
+    dim: int | None = None,
+    offline: bool = True,
+    weights: Callable[[], str] | None = None,
 ) -> Callable[[Callable[..., Embedder]], Callable[..., Embedder]]:
+    """Register ``factory`` under ``name``. ``weights`` lets ``lookalike models`` say whether the model
+    can run here (and how big it is) without building it."""
+
     def wrap(factory: Callable[..., Embedder]) -> Callable[..., Embedder]:
-        _REGISTRY[name] = ModelInfo(name, factory, description, dim, offline)
+        _REGISTRY[name] = ModelInfo(name, factory, description, dim, offline, weights)
         return factory
 
     return wrap

@@ -1,0 +1,427 @@
+"""How well does a model retrieve *your* images? Leave-one-out retrieval over a labelled folder.
+
+A labelled folder has one sub-folder per class (``sedans/ coupes/ suvs/ trucks/``); images deeper
+down count for their top-level sub-folder. Every image queries all the others, and a neighbour is
+correct when it has the query's class (see :mod:`lookalike.evaluation.metrics` for the metrics).
+
+Two further tests reuse the folder:
+
+* **near-duplicate** (``neardup``): a copy-detection test built from the folder's own images with
+  standard edits (JPEG, downscale, crop, flip, small rotation, brightness, greyscale, blur, text
+  overlay). An image and its edited copies are duplicates of one another; everything else, including
+  other images of the same class, is not. Reported: precision/recall/F1 of "score >= threshold" at the
+  model's default duplicate threshold, and the best F1 over all thresholds (an oracle, labelled so).
+* **out-of-distribution** (``ood``): can the no-match rule tell a query that has no similar image in
+  the collection (from ``ood_dir``) from one that does (each collection image against the others)?
+  Reported: AUROC of the score the rule thresholds (the best match's similarity for the fixed rule),
+  and the rule's own error rates at its threshold.
+
+Nothing here touches an index on disk: images are embedded in memory, so evaluating never changes a
+user's collection.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+
+from lookalike.imaging.discover import Skip, walk_images
+from lookalike.imaging.load import ImageLoadError, load_image
+from lookalike.models.base import Embedder, l2_normalize
+from lookalike.models.registry import create_model
+from lookalike.search.matching import FIXED_NO_MATCH_BELOW
+
+from .metrics import (
+    DEFAULT_KS,
+    RetrievalScores,
+    auroc,
+    best_f1_threshold,
+    knn,
+    leave_one_out,
+    pair_scores,
+    pairs_above,
+)
+
+ADAPTATIONS = ("none", "center", "whiten")
+#: Duplicate thresholds used when the dedup module (which owns the measured defaults) is absent.
+_FALLBACK_DUP_THRESHOLDS = {"phash": 0.6875, "dhash": 0.6875}
+_FALLBACK_DUP_THRESHOLD = 0.86
+
+
+class EvaluationError(ValueError):
+    """The folder cannot be evaluated as asked (no classes, too few images...)."""
+
+
+@dataclass
+class LabelledSet:
+    """Images of a labelled folder: ``labels[i]`` indexes ``class_names``."""
+
+    paths: list[str]
+    labels: np.ndarray
+    class_names: list[str]
+    skipped: list[Skip] = field(default_factory=list)
+
+
+def labelled_folder(root: str | os.PathLike[str]) -> LabelledSet:
+    """Collect ``root/<class>/**/<image>``; images directly in ``root`` have no class and are skipped."""
+    root_path = Path(root).resolve()
+    if not root_path.is_dir():
+        raise EvaluationError(f"{root} is not a folder")
+    skipped: list[Skip] = []
+    by_class: dict[str, list[str]] = {}
+    for found in walk_images([root_path], skipped.append):
+        rel = Path(found.path).relative_to(root_path) if found.path.startswith(str(root_path)) else None
+        if rel is None or len(rel.parts) < 2:
+            skipped.append(Skip(found.path, "no class", "images must be inside a sub-folder named after their class"))
+            continue
+        by_class.setdefault(rel.parts[0], []).append(found.path)
+    if not by_class:
+        raise EvaluationError(
+            f"no labelled images under {root}: put each class's images in its own sub-folder "
+            "(e.g. photos/sedans/*.jpg, photos/trucks/*.jpg)"
+        )
+    names = sorted(by_class)
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, name in enumerate(names):
+        files = sorted(by_class[name])
+        paths += files
+        labels += [label] * len(files)
+    return LabelledSet(paths, np.asarray(labels, dtype=np.int64), names, skipped)
+
+
+# -- embedding ------------------------------------------------------------------------------------
+ImageSource = str | os.PathLike[str] | Image.Image
+
+
+@dataclass
+class Embedded:
+    vectors: np.ndarray  # (n_ok, dim)
+    ok: np.ndarray  # indices of the inputs that were embedded
+    failures: list[tuple[int, str]]  # (input index, reason)
+    seconds: float  # decode + preprocess + model, wall clock
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.ok) / self.seconds if self.seconds > 0 else float("nan")
+
+
+def embed_images(
+    model: Embedder,
+    sources: Sequence[ImageSource],
+    *,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Embedded:
+    """Embed files or PIL images with decode + preprocess in threads, the model in this thread.
+
+    Mirrors the indexing pipeline (JPEG draft decoding at the model's input size), so images/s is
+    what indexing would reach. Unreadable files are reported in ``failures``, not raised.
+    """
+    started = time.perf_counter()
+
+    def prepare(i: int) -> tuple[int, np.ndarray | str]:
+        src = sources[i]
+        try:
+            image = src if isinstance(src, Image.Image) else load_image(src, draft_size=model.spec.input_size).image
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+            return i, model.preprocess(image)
+        except ImageLoadError as exc:
+            return i, str(exc)
+        except Exception as exc:  # one broken file must not stop an evaluation
+            return i, f"corrupt: {type(exc).__name__}: {exc}"
+
+    vectors: list[np.ndarray] = []
+    ok: list[int] = []
+    failures: list[tuple[int, str]] = []
+    batch: list[np.ndarray] = []
+    batch_ids: list[int] = []
+
+    def flush() -> None:
+        if batch:
+            vectors.append(model.embed_arrays(np.stack(batch)))
+            ok.extend(batch_ids)
+            if progress:
+                progress(len(batch))
+            batch.clear()
+            batch_ids.clear()
+
+    size = max(1, model.batch_size)
+    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 2)) as pool:
+        for i, result in pool.map(prepare, range(len(sources))):
+            if isinstance(result, str):
+                failures.append((i, result))
+                continue
+            batch.append(result)
+            batch_ids.append(i)
+            if len(batch) >= size:
+                flush()
+        flush()
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, model.spec.dim), dtype=np.float32)
+    return Embedded(matrix, np.asarray(ok, dtype=np.int64), failures, time.perf_counter() - started)
+
+
+# -- collection-adaptive post-processing ----------------------------------------------------------
+def adapt(vectors: np.ndarray, mode: str = "none") -> np.ndarray:
+    """Centre (``center``) or PCA-whiten (``whiten``) vectors with statistics of this collection.
+
+    Unsupervised (no labels), learned on the very vectors being searched, as an index would do at
+    search time. Uses :mod:`lookalike.search.whitening` when present so the evaluation measures the
+    transform the index applies; the fallback is the same arithmetic."""
+    if mode == "none":
+        return vectors
+    if mode not in ADAPTATIONS:
+        raise ValueError(f"unknown adaptation {mode!r}; use one of {', '.join(ADAPTATIONS)}")
+    try:
+        from lookalike.search.whitening import fit_whitening  # type: ignore[import-not-found]
+
+        return fit_whitening(vectors, "center" if mode == "center" else "pca").apply(vectors)
+    except ImportError:
+        pass
+    x = np.asarray(vectors, dtype=np.float64)
+    mean = x.mean(axis=0)
+    centered = x - mean
+    if mode == "center":
+        return l2_normalize(centered)
+    _, sing, vt = np.linalg.svd(centered, full_matrices=False)
+    eig = sing**2 / max(1, len(x) - 1)
+    keep = min(len(eig), max(1, len(x) - 1))
+    scale = 1.0 / np.sqrt(eig[:keep] + 1e-6 * eig[0])
+    return l2_normalize(centered @ (vt[:keep].T * scale))
+
+
+# -- near-duplicate test --------------------------------------------------------------------------
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def _crop(image: Image.Image, keep: float) -> Image.Image:
+    w, h = image.size
+    cw, ch = max(1, round(w * keep)), max(1, round(h * keep))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return image.crop((left, top, left + cw, top + ch))
+
+
+def _overlay_text(image: Image.Image) -> Image.Image:
+    out = image.copy()
+    w, h = out.size
+    draw = ImageDraw.Draw(out)
+    band = max(8, h // 8)
+    draw.rectangle([0, h - band, w, h], fill=(20, 20, 20))
+    draw.text((max(2, w // 20), h - band + band // 4), "© lookalike copy test", fill=(255, 255, 255))
+    return out
+
+
+#: The standard edits of copy-detection benchmarks (Copydays, DISC 2021), one mild instance each.
+NEARDUP_EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "jpeg-q20": lambda im: _jpeg(im, 20),
+    "downscale-0.3": lambda im: im.resize(
+        (max(8, round(im.width * 0.3)), max(8, round(im.height * 0.3))), Image.Resampling.BILINEAR
+    ),
+    "crop-0.7": lambda im: _crop(im, 0.7),
+    "flip": ImageOps.mirror,
+    "rotate-7": lambda im: im.rotate(7, resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0)),
+    "brightness-1.4": lambda im: ImageEnhance.Brightness(im).enhance(1.4),
+    "greyscale": lambda im: ImageOps.grayscale(im).convert("RGB"),
+    "blur-2": lambda im: im.filter(ImageFilter.GaussianBlur(2)),
+    "text-overlay": _overlay_text,
+}
+
+
+@dataclass
+class NearDupSet:
+    images: list[Image.Image]
+    group: np.ndarray  # which original each image comes from
+    edit: list[str]  # "original" or the edit name
+
+    def true_pairs(self) -> set[tuple[int, int]]:
+        pairs: set[tuple[int, int]] = set()
+        for g in np.unique(self.group):
+            members = np.nonzero(self.group == g)[0].tolist()
+            pairs |= {(a, b) for i, a in enumerate(members) for b in members[i + 1 :]}
+        return pairs
+
+
+def build_neardup_set(
+    sources: Sequence[ImageSource], *, edits: Sequence[str] | None = None, max_side: int = 512
+) -> NearDupSet:
+    """Originals (shrunk to ``max_side`` to bound memory) plus one copy per edit of each."""
+    names = list(edits or NEARDUP_EDITS)
+    unknown = [e for e in names if e not in NEARDUP_EDITS]
+    if unknown:
+        raise ValueError(f"unknown edits {unknown}; known: {', '.join(NEARDUP_EDITS)}")
+    images: list[Image.Image] = []
+    group: list[int] = []
+    edit: list[str] = []
+    for g, src in enumerate(sources):
+        try:
+            original = src if isinstance(src, Image.Image) else load_image(src, draft_size=max_side).image
+        except ImageLoadError:
+            continue
+        original = original.convert("RGB")
+        original.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+        images.append(original)
+        group.append(g)
+        edit.append("original")
+        for name in names:
+            images.append(NEARDUP_EDITS[name](original))
+            group.append(g)
+            edit.append(name)
+    return NearDupSet(images, np.asarray(group, dtype=np.int64), edit)
+
+
+def default_dup_threshold(model_name: str) -> float:
+    """The model's near-duplicate threshold (the dedup module's measured table when installed)."""
+    try:
+        from lookalike.dedup.groups import default_threshold  # type: ignore[import-not-found]
+
+        return float(default_threshold(model_name))
+    except ImportError:
+        return _FALLBACK_DUP_THRESHOLDS.get(model_name, _FALLBACK_DUP_THRESHOLD)
+
+
+def neardup_scores(vectors: np.ndarray, dataset: NearDupSet, threshold: float) -> dict[str, object]:
+    """Pair precision/recall/F1 at ``threshold`` and at the oracle best threshold, plus per-edit recall
+    (share of copies whose score with their original reaches ``threshold``)."""
+    truth = dataset.true_pairs()
+    at = pair_scores(pairs_above(vectors, threshold), truth)
+    best_t, best = best_f1_threshold(vectors, truth)
+    per_edit: dict[str, float] = {}
+    originals = {int(dataset.group[i]): i for i, e in enumerate(dataset.edit) if e == "original"}
+    for name in dict.fromkeys(e for e in dataset.edit if e != "original"):
+        idx = [i for i, e in enumerate(dataset.edit) if e == name]
+        sims = [float(vectors[i] @ vectors[originals[int(dataset.group[i])]]) for i in idx]
+        per_edit[name] = round(float(np.mean(np.asarray(sims) >= threshold)), 4)
+    return {
+        "images": len(dataset.images),
+        "originals": len(originals),
+        "threshold": round(threshold, 6),
+        **at.to_dict(),
+        "best_threshold": round(best_t, 6),
+        "best_f1": round(best.f1, 6),
+        "recall_by_edit": per_edit,
+    }
+
+
+# -- out-of-distribution ----------------------------------------------------------------------------
+def ood_scores(
+    collection: np.ndarray, ood: np.ndarray, *, threshold: float = FIXED_NO_MATCH_BELOW
+) -> dict[str, object]:
+    """AUROC of the fixed no-match rule's score (the best match's similarity): in-collection
+    queries (each item against the others) are positives, queries from the OOD folder negatives.
+
+    Also the rule's error rates at ``threshold``: share of OOD queries it fails to flag, and share of
+    in-collection queries it wrongly flags as "no similar images"."""
+    _, own = knn(collection, 1)
+    _, other = knn(collection, 1, queries=ood)
+    own_best, ood_best = own[:, 0], other[:, 0]
+    return {
+        "rule": f"fixed: best score < {threshold}",
+        "auroc": round(auroc(own_best, ood_best), 6),
+        "in_collection_queries": len(own_best),
+        "ood_queries": len(ood_best),
+        "ood_missed": round(float(np.mean(ood_best >= threshold)), 6),
+        "in_collection_flagged": round(float(np.mean(own_best < threshold)), 6),
+    }
+
+
+# -- the whole evaluation ---------------------------------------------------------------------------
+@dataclass
+class ModelEvaluation:
+    """One model's results on one folder. ``scores`` uses raw vectors; ``adapted`` the same vectors
+    after the collection-adaptive transform, when asked for."""
+
+    model: str
+    dim: int
+    images: int
+    images_per_second: float
+    scores: RetrievalScores
+    adaptation: str = "none"
+    adapted: RetrievalScores | None = None
+    neardup: dict[str, object] | None = None
+    ood: dict[str, object] | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "model": self.model,
+            "dim": self.dim,
+            "images": self.images,
+            "images_per_second": round(self.images_per_second, 2),
+            **self.scores.to_dict(),
+        }
+        if self.adapted is not None:
+            out[self.adaptation] = self.adapted.to_dict()
+        if self.neardup is not None:
+            out["neardup"] = self.neardup
+        if self.ood is not None:
+            out["ood"] = self.ood
+        if self.failures:
+            out["failures"] = [{"path": p, "reason": r} for p, r in self.failures]
+        return out
+
+
+def evaluate_model(
+    model: Embedder | str,
+    data: LabelledSet,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    adaptation: str = "none",
+    neardup: int = 0,
+    ood_sources: Sequence[ImageSource] = (),
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ModelEvaluation:
+    """Leave-one-out retrieval of ``data`` with one model, plus the optional near-dup and OOD tests.
+
+    ``neardup``: how many of the folder's images (spread over the classes) become near-dup originals.
+    """
+    embedder = create_model(model) if isinstance(model, str) else model
+    emb = embed_images(embedder, data.paths, workers=workers, progress=progress)
+    labels = data.labels[emb.ok]
+    if len(labels) < 2:
+        raise EvaluationError("need at least two readable labelled images")
+    scores = leave_one_out(emb.vectors, labels, class_names=data.class_names, ks=ks)
+    result = ModelEvaluation(
+        model=embedder.spec.name,
+        dim=embedder.spec.dim,
+        images=len(labels),
+        images_per_second=emb.images_per_second,
+        scores=scores,
+        failures=[(data.paths[i], reason) for i, reason in emb.failures],
+    )
+    if adaptation != "none":
+        result.adaptation = adaptation
+        result.adapted = leave_one_out(adapt(emb.vectors, adaptation), labels, class_names=data.class_names, ks=ks)
+    if neardup > 0:
+        step = max(1, len(data.paths) // neardup)
+        originals = data.paths[::step][:neardup]
+        dataset = build_neardup_set(originals)
+        vectors = embed_images(embedder, dataset.images, workers=workers).vectors
+        result.neardup = neardup_scores(vectors, dataset, default_dup_threshold(embedder.spec.name))
+    if ood_sources:
+        ood = embed_images(embedder, list(ood_sources), workers=workers)
+        if len(ood.ok) == 0:
+            raise EvaluationError("none of the out-of-distribution images could be read")
+        result.ood = ood_scores(emb.vectors, ood.vectors)
+    return result
+
+
+def collect_images(folder: str | os.PathLike[str]) -> list[str]:
+    """Every image under ``folder`` (for ``--ood``), in a stable order."""
+    found: list[str] = [f.path for f in walk_images([folder], lambda _skip: None)]
+    if not found:
+        raise EvaluationError(f"no images under {folder}")
+    return sorted(found)
