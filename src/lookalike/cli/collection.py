@@ -89,17 +89,26 @@ def search_command(
         raise typer.Exit(1)
 
 
+def _display_path(path: str) -> str:
+    """Paths under the working directory are shown relative to it; others in full."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
 def _print_result(result: QueryResult) -> None:
     if result.error:
         err.print(f"[red]{result.query}: {result.error}[/red]")
         return
-    table = Table(title=f"query: {result.query}", title_justify="left")
+    table = Table(title=f"query: {_display_path(result.query)}", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("similarity", justify="right")
     table.add_column("id", justify="right")
     table.add_column("path", overflow="fold")
     for rank, match in enumerate(result.results, 1):
-        table.add_row(str(rank), f"{match.score * 100:.1f}%", str(match.id), match.path)
+        table.add_row(str(rank), f"{match.score * 100:.1f}%", str(match.id), _display_path(match.path))
     out.print(table)
     if result.no_match:
         out.print(
