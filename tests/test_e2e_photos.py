@@ -22,9 +22,13 @@ def _jpeg(img: Image.Image, quality: int) -> Image.Image:
 
 EDITS = {
     "resize 0.3": lambda im: im.resize((max(32, im.width * 3 // 10), max(32, im.height * 3 // 10))),
-    "centre crop 70%": lambda im: im.crop((im.width * 15 // 100, im.height * 15 // 100, im.width * 85 // 100, im.height * 85 // 100)),
+    "centre crop 70%": lambda im: im.crop(
+        (im.width * 15 // 100, im.height * 15 // 100, im.width * 85 // 100, im.height * 85 // 100)
+    ),
     "jpeg q25": lambda im: _jpeg(im, 25),
-    "crop 80% + resize + jpeg q50": lambda im: _jpeg(im.crop((0, 0, im.width * 8 // 10, im.height * 8 // 10)).resize((480, 360)), 50),
+    "crop 80% + resize + jpeg q50": lambda im: _jpeg(
+        im.crop((0, 0, im.width * 8 // 10, im.height * 8 // 10)).resize((480, 360)), 50
+    ),
     "brightness +30%": lambda im: ImageEnhance.Brightness(im).enhance(1.3),
 }
 
