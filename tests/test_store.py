@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def test_exact_search_matches_brute_force(tmp_path: Path) -> None:
     truth = np.argsort(-(queries @ vecs.T), axis=1)[:, :7]
     for hits, want in zip(store.search(queries, 7), truth, strict=True):
         assert [h.id for h in hits] == [ids[j] for j in want]
-        assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+        assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
 
 
 def test_replace_remove_compact_and_reopen(tmp_path: Path) -> None:
