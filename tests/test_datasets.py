@@ -50,9 +50,7 @@ def test_write_fashion_mnist_folder(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(7, 28, 28), dtype=np.uint8)
     labels = np.array([0, 0, 0, 9, 9, 3, 0], dtype=np.uint8)
-    dest = datasets.write_fashion_mnist_folder(
-        tmp_path / "fm", "test", per_class=2, size=56, arrays=(images, labels)
-    )
+    dest = datasets.write_fashion_mnist_folder(tmp_path / "fm", "test", per_class=2, size=56, arrays=(images, labels))
     by_class = {d.name: sorted(p.name for p in d.iterdir()) for d in dest.iterdir()}
     assert by_class == {
         "t-shirt": ["test-00000.png", "test-00001.png"],

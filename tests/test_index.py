@@ -201,3 +201,25 @@ def test_exif_rotated_copy_embeds_like_the_upright_picture(tmp_path: Path) -> No
         assert float(up @ raw) < float(up @ side) - 0.05  # really rotated pixels look different
         rec = index.store.get(ids["sideways.jpg"])
         assert rec is not None and (rec.width, rec.height) == (320, 200)
+
+
+def test_unreadable_file_is_skipped_and_reported(picture_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    locked = picture_dir / "locked.jpg"
+    make_picture(77).save(locked)
+    if os.geteuid() != 0:  # pragma: no cover - CI runs as root, where permission bits do not bind
+        locked.chmod(0)
+    else:
+        import builtins
+
+        real_open = builtins.open
+
+        def guarded_open(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if os.fspath(file) == str(locked):
+                raise PermissionError(13, "Permission denied", str(locked))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", guarded_open)
+    with Index.open(tmp_path / "db", model="dhash") as index:
+        report = index.add([picture_dir])
+    assert report.added == 8
+    assert [(Path(s.path).name, s.reason) for s in report.skipped] == [("locked.jpg", "unreadable")]

@@ -15,7 +15,10 @@ from lookalike.index import Index
 from lookalike.ingest import IngestReport
 from lookalike.search.results import QueryResult
 
-DbOption = Annotated[Path, typer.Option("--db", help="Index folder (created if missing).")]
+DbOption = Annotated[
+    Path, typer.Option("--db", envvar="LOOKALIKE_DB", help="Index folder (created by `index` if missing).")
+]
+DEFAULT_DB = Path("lookalike.db")
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +30,7 @@ def register(app: typer.Typer) -> None:
 
 def index_command(
     paths: Annotated[list[Path], typer.Argument(help="Folders (searched recursively) and image files.")],
-    db: DbOption,
+    db: DbOption = DEFAULT_DB,
     model: Annotated[
         str | None, typer.Option(help="Model name (see `lookalike models`); default: the index's.")
     ] = None,
@@ -66,7 +69,7 @@ def search_command(
     images: Annotated[
         list[str] | None, typer.Argument(help="Query images (files); indexed paths use stored vectors.")
     ] = None,
-    db: DbOption = Path("lookalike.db"),
+    db: DbOption = DEFAULT_DB,
     k: Annotated[int, typer.Option("-k", "--top", min=1, max=1000, help="How many results per query.")] = 4,
     item_id: Annotated[list[int] | None, typer.Option("--id", help="Query by indexed item id (repeatable).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")] = False,
@@ -89,17 +92,26 @@ def search_command(
         raise typer.Exit(1)
 
 
+def _display_path(path: str) -> str:
+    """Paths under the working directory are shown relative to it; others in full."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
 def _print_result(result: QueryResult) -> None:
     if result.error:
         err.print(f"[red]{result.query}: {result.error}[/red]")
         return
-    table = Table(title=f"query: {result.query}", title_justify="left")
+    table = Table(title=f"query: {_display_path(result.query)}", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("similarity", justify="right")
     table.add_column("id", justify="right")
     table.add_column("path", overflow="fold")
     for rank, match in enumerate(result.results, 1):
-        table.add_row(str(rank), f"{match.score * 100:.1f}%", str(match.id), match.path)
+        table.add_row(str(rank), f"{match.score * 100:.1f}%", str(match.id), _display_path(match.path))
     out.print(table)
     if result.no_match:
         out.print(
@@ -109,7 +121,7 @@ def _print_result(result: QueryResult) -> None:
 
 
 def info_command(
-    db: DbOption = Path("lookalike.db"),
+    db: DbOption = DEFAULT_DB,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Show what an index holds: count, model, dimensions, size on disk, last update."""

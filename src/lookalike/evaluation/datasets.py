@@ -203,9 +203,7 @@ def debian_package(name: str) -> Path:
         tmp = Path(tmp_name)
         # apt drops privileges to _apt when it can; a world-writable download dir avoids the warning.
         os.chmod(tmp, 0o777)
-        proc = subprocess.run(
-            ["apt-get", "download", "-q", name], cwd=tmp, capture_output=True, text=True, check=False
-        )
+        proc = subprocess.run(["apt-get", "download", "-q", name], cwd=tmp, capture_output=True, text=True, check=False)
         debs = sorted(tmp.glob("*.deb"))
         if proc.returncode != 0 or not debs:
             raise DatasetUnavailable(
@@ -213,9 +211,7 @@ def debian_package(name: str) -> Path:
                 "Is the package index current (apt-get update) and the mirror reachable?"
             )
         tree = tmp / "tree"
-        proc = subprocess.run(
-            ["dpkg-deb", "-x", str(debs[0]), str(tree)], capture_output=True, text=True, check=False
-        )
+        proc = subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tree)], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise DatasetUnavailable(f"dpkg-deb -x {debs[0].name} failed: {proc.stderr.strip()[-500:]}")
         for rcc in sorted(tree.rglob("*.rcc")):

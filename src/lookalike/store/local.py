@@ -100,6 +100,7 @@ class LocalStore(Store):
             raise StoreError(f"index format {version} is not supported by this lookalike (needs {FORMAT_VERSION})")
         self._search: VectorIndex | None = None
         self._hnsw: HNSWIndex | None = None
+        self._hnsw_vector_file: object = None
         self._refresh()
 
     # -- metadata -------------------------------------------------------------------------------
@@ -227,7 +228,11 @@ class LocalStore(Store):
         if kind == "flat":
             self._search = FlatIndex(self._matrix, self._live)
             return
-        hnsw = self._hnsw or self._load_hnsw()
+        vector_file = self._meta("vector_file")
+        if self._hnsw is None or self._hnsw_vector_file != vector_file:
+            self._hnsw = self._load_hnsw()  # first use, or slots were renumbered by a compaction
+            self._hnsw_vector_file = vector_file
+        hnsw = self._hnsw
         n_slots = len(self._live)
         dead_in_graph = hnsw.size - int(self._live[: hnsw.covered_slots].sum()) if hnsw.covered_slots <= n_slots else -1
         if hnsw.covered_slots > n_slots or dead_in_graph > 0.25 * max(1, hnsw.size):
