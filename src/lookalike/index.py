@@ -180,6 +180,62 @@ class Index:
             out.append(QueryResult(labels[i], matches, fixed_no_match([m.score for m in matches], self.no_match_below)))
         return out
 
+    def search_text(self, text: str, k: int = 4) -> QueryResult:
+        """Find images by words. ``extra["mode"]`` says how:
+
+        * ``clip``: the model has a text tower (``embed_text``); ranked by text-image cosine.
+        * ``keyword-tags``: otherwise, the words are matched against each image's stored ImageNet
+          tags (see :mod:`lookalike.models.tags`): keyword search, not semantic search. Scores are
+          ``sum(prob * share of query words matched)``, not cosine similarities.
+
+        ``no_match`` is true when nothing matched (keywords) or the index is empty; the image rule's
+        cosine cut-off does not apply to text-image scores, which live on a lower scale.
+        """
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        text = text.strip()
+        if not text:
+            return QueryResult(text, [], True, error="empty text query")
+        model = self._text_model()
+        if model is not None:
+            vector = model.embed_text([text])  # type: ignore[attr-defined]
+            matches = self._search_vectors(vector, k, [[]])[0] if len(self.store) else []
+            return QueryResult(text, matches, not matches, extra={"mode": "clip"})
+        from lookalike.models.tags import TAGS_KEY, keyword_score, words
+
+        query_words = words(text)
+        scored: list[tuple[float, ItemRecord]] = []
+        tagged = 0
+        for rec in self.store.items():
+            tags = rec.extra.get(TAGS_KEY)
+            if tags is None:
+                continue
+            tagged += 1
+            score = keyword_score(query_words, tags)  # type: ignore[arg-type]
+            if score > 0:
+                scored.append((score, rec))
+        scored.sort(key=lambda item: (-item[0], item[1].id))
+        matches = [Match(r.id, r.path, s, r.width, r.height) for s, r in scored[:k]]
+        result = QueryResult(text, matches, not matches, extra={"mode": "keyword-tags"})
+        if tagged == 0 and len(self.store):
+            return QueryResult(
+                text,
+                [],
+                True,
+                error="this index has no keyword tags: they are stored at index time by ImageNet classifier "
+                "models (mobilenet_v2, efficientnet_lite*) in lookalike >= 0.1; re-index into a new --db, "
+                "or use a CLIP model for search by words",
+                extra={"mode": "keyword-tags"},
+            )
+        return result
+
+    def _text_model(self) -> Embedder | None:
+        """The model if it embeds text (CLIP), else None. Avoids loading a CNN just to ask."""
+        if not self.model_name.startswith("clip:") and self._model is None:
+            return None
+        model = self.model
+        return model if callable(getattr(model, "embed_text", None)) else None
+
     def _search_vectors(self, vectors: np.ndarray, k: int, excludes: list[list[int]]) -> list[list[Match]]:
         exclude_all = sorted({i for ex in excludes for i in ex})
         raw = self.store.search(vectors, k + len(exclude_all))

@@ -140,8 +140,15 @@ def ingest(
     def flush() -> None:
         if not batch:
             return
-        vectors = embedder.embed_arrays(np.stack([p.array for p in batch]))  # type: ignore[misc]
-        records = [_record(p) for p in batch]
+        arrays = np.stack([p.array for p in batch])  # type: ignore[misc]
+        # Optional hook: an embedder that also describes images (e.g. ImageNet keyword tags) returns
+        # per-item metadata from the same forward pass; it is stored in ItemRecord.extra.
+        tagger = getattr(embedder, "embed_arrays_with_extra", None)
+        if tagger is not None:
+            vectors, extras = tagger(arrays)
+        else:
+            vectors, extras = embedder.embed_arrays(arrays), [{} for _ in batch]
+        records = [_record(p, extra) for p, extra in zip(batch, extras, strict=True)]
         for rec in records:
             if rec.path in states:
                 report.updated += 1
@@ -206,8 +213,8 @@ def _same(state: tuple[int, int, int] | None, size: int, mtime_ns: int) -> bool:
     return state is not None and state[1] == size and state[2] == mtime_ns
 
 
-def _record(p: _Prepared) -> ItemRecord:
-    return ItemRecord(p.found.path, p.sha256, p.found.size, p.found.mtime_ns, p.width, p.height)
+def _record(p: _Prepared, extra: dict[str, object] | None = None) -> ItemRecord:
+    return ItemRecord(p.found.path, p.sha256, p.found.size, p.found.mtime_ns, p.width, p.height, extra=extra or {})
 
 
 class _KnownHashes:
@@ -239,7 +246,9 @@ def _reuse_known_content(
         return
     source = matches[0]
     vector = store.vectors([source.id])
-    record = ItemRecord(p.found.path, p.sha256, p.found.size, p.found.mtime_ns, source.width, source.height)
+    record = ItemRecord(
+        p.found.path, p.sha256, p.found.size, p.found.mtime_ns, source.width, source.height, extra=source.extra
+    )
     store.add([record], vector)
     if p.found.path in states:
         report.updated += 1

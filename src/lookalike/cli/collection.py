@@ -73,15 +73,24 @@ def search_command(
     k: Annotated[int, typer.Option("-k", "--top", min=1, max=1000, help="How many results per query.")] = 4,
     item_id: Annotated[list[int] | None, typer.Option("--id", help="Query by indexed item id (repeatable).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")] = False,
+    text: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text",
+            help="Search by words (repeatable). With a CLIP model: by meaning. Otherwise: keyword match "
+            "against each image's stored ImageNet class tags (e.g. 'pickup', 'golden retriever').",
+        ),
+    ] = None,
 ) -> None:
-    """Find the indexed images most similar to each query image, best first."""
+    """Find the indexed images most similar to each query image (or matching --text), best first."""
     queries: list[str | int] = [*(images or []), *(item_id or [])]
-    if not queries:
-        err.print("[red]error:[/red] give at least one query image or --id")
+    if not queries and not text:
+        err.print("[red]error:[/red] give at least one query image, --id or --text")
         raise typer.Exit(2)
     with friendly_errors():
         index = Index.open(db, create=False)
-        results = index.search_many(queries, k=k)
+        results = index.search_many(queries, k=k) if queries else []
+        results += [index.search_text(t, k=k) for t in text or []]
         index.close()
     if json_output:
         print_json({"queries": [r.to_dict() for r in results]})
@@ -107,12 +116,19 @@ def _print_result(result: QueryResult) -> None:
         return
     table = Table(title=f"query: {_display_path(result.query)}", title_justify="left")
     table.add_column("#", justify="right")
-    table.add_column("similarity", justify="right")
+    table.add_column("score" if result.extra.get("mode") == "keyword-tags" else "similarity", justify="right")
     table.add_column("id", justify="right")
     table.add_column("path", overflow="fold")
     for rank, match in enumerate(result.results, 1):
         table.add_row(str(rank), f"{match.score * 100:.1f}%", str(match.id), _display_path(match.path))
     out.print(table)
+    if result.extra.get("mode") == "keyword-tags":
+        out.print("[dim]keyword match on ImageNet class tags (score: tag probability x share of words matched)[/dim]")
+        if not result.results:
+            out.print("[yellow]No image is tagged with these words.[/yellow]")
+        return
+    if result.extra.get("mode") == "clip":
+        return
     if result.no_match:
         out.print(
             "[yellow]No similar images in this collection[/yellow] (best similarity below "

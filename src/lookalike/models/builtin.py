@@ -104,3 +104,7 @@ def phash() -> Embedder:
 @register_model("dhash", description="Difference hash, 64 bits; exact/near duplicates only.", dim=HASH_DIM)
 def dhash() -> Embedder:
     return HashEmbedder("dhash")
+
+
+# Optional models register themselves too; their heavy imports happen only when one is built.
+from lookalike.models import clip as _clip  # noqa: E402, F401

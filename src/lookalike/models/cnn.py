@@ -57,6 +57,13 @@ class OnnxCnnEmbedder(Embedder):
         features, logits = self.onnx.run(batch)
         return l2_normalize(features), np.asarray(logits, dtype=np.float32)
 
+    def embed_arrays_with_extra(self, batch: np.ndarray) -> tuple[np.ndarray, list[dict[str, object]]]:
+        """The ingest hook: embeddings plus each image's top ImageNet classes (keyword tags), one pass."""
+        from lookalike.models.tags import top_tags
+
+        vectors, logits = self.embed_arrays_with_logits(batch)
+        return vectors, top_tags(logits)
+
     def classify(self, batch: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` ImageNet class indices ``(n, k)`` and their softmax probabilities, best first."""
         _, logits = self.embed_arrays_with_logits(batch)
