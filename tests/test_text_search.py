@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import shutil
 import sys
@@ -44,7 +45,7 @@ def test_top_tags_keeps_the_five_most_probable() -> None:
     logits[0, [PICKUP, TABBY, 3, 4, 5, 6]] = [5.0, 4.5, 4.0, 3.5, 3.0, 2.9]
     tags = top_tags(logits)[0]["imagenet"]
     assert [c for c, _ in tags] == [PICKUP, TABBY, 3, 4, 5]  # class 6 is 6th
-    assert all(a[1] >= b[1] for a, b in zip(tags, tags[1:], strict=False))
+    assert all(a[1] >= b[1] for a, b in itertools.pairwise(tags))
     # softmax: e^5 / (e^5 + e^4.5 + e^4 + e^3.5 + e^3 + e^2.9 + 994 e^-10) = 148.41 / 364.45 = 0.4072
     assert tags[0][1] == pytest.approx(0.4072, abs=2e-4)
     # a class below 2% probability is noise, not a description: dropped even within the top 5
@@ -150,7 +151,6 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, object]:
 
 def test_clip_loads_saved_weights_and_embeds_images_and_text(tiny_clip, picture_dir: Path) -> None:  # type: ignore[no-untyped-def]
     import torch
-
     from PIL import Image
 
     from lookalike.models.registry import create_model
