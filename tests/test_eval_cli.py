@@ -121,3 +121,22 @@ def test_models_lists_dimension_size_and_availability() -> None:
     assert rows["phash"]["size_bytes"] == 0 and rows["phash"]["dim"] == 64
     text = runner.invoke(app, ["models"])
     assert text.exit_code == 0 and "mobilenet_v2" in text.stdout
+
+
+def test_labelled_folder_and_neardup_truth(tmp_path: Path) -> None:
+    from conftest import make_picture
+    from lookalike.evaluation.retrieval import build_neardup_set, labelled_folder
+
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    (tmp_path / "a").mkdir()
+    make_picture(0).save(tmp_path / "a" / "0.png")
+    make_picture(1).save(tmp_path / "b" / "1.png")
+    make_picture(2).save(tmp_path / "b" / "deep" / "2.png")  # counts for class b
+    make_picture(3).save(tmp_path / "loose.png")  # no class
+    data = labelled_folder(tmp_path)
+    assert data.class_names == ["a", "b"] and data.labels.tolist() == [0, 1, 1]
+    assert [s.reason for s in data.skipped] == ["no class"]
+    dup = build_neardup_set([make_picture(4), make_picture(5)], edits=["flip", "jpeg-q20"])
+    assert dup.group.tolist() == [0, 0, 0, 1, 1, 1]
+    # within each group of 3 (original + 2 edits): 3 pairs; none across groups
+    assert dup.true_pairs() == {(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5)}
