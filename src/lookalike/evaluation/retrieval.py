@@ -25,8 +25,9 @@ from __future__ import annotations
 import io
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,15 +160,27 @@ def embed_images(
             batch_ids.clear()
 
     size = max(1, model.batch_size)
+
+    def handle(i: int, result: np.ndarray | str) -> None:
+        if isinstance(result, str):
+            failures.append((i, result))
+            return
+        batch.append(result)
+        batch_ids.append(i)
+        if len(batch) >= size:
+            flush()
+
+    # A bounded window of work in flight: decoding runs ahead of the model by a few batches only, so
+    # memory stays at a few batches of arrays however large the folder is.
+    window = 3 * size
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 2)) as pool:
-        for i, result in pool.map(prepare, range(len(sources))):
-            if isinstance(result, str):
-                failures.append((i, result))
-                continue
-            batch.append(result)
-            batch_ids.append(i)
-            if len(batch) >= size:
-                flush()
+        pending: deque[Future[tuple[int, np.ndarray | str]]] = deque()
+        for i in range(len(sources)):
+            pending.append(pool.submit(prepare, i))
+            while len(pending) >= window:
+                handle(*pending.popleft().result())
+        while pending:
+            handle(*pending.popleft().result())
         flush()
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, model.spec.dim), dtype=np.float32)
     return Embedded(matrix, np.asarray(ok, dtype=np.int64), failures, time.perf_counter() - started)
