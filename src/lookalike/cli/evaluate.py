@@ -305,20 +305,23 @@ def models_command(
         print_json({"default": DEFAULT_MODEL, "models": rows})
         return
     table = Table(title=f"models (default: {DEFAULT_MODEL})", title_justify="left")
-    for col in ("name", "dim", "weights", "images/s", "offline", "available here", "about"):
-        table.add_column(col, overflow="fold")
+    for col in ("name", "dim", "weights", "images/s", "offline", "here"):
+        table.add_column(col, no_wrap=True)
     for row in rows:
         size = row["size_bytes"]
         speed = row.get("images_per_second")
         table.add_row(
             str(row["name"]),
-            str(row["dim"] or "?"),
+            str(row["dim"] or "varies"),
             "–" if size is None else ("none" if size == 0 else f"{int(size) / 1e6:.1f} MB"),  # type: ignore[arg-type]
             "–" if speed is None else f"{speed}",
             "yes" if row["offline"] else "no",
-            "yes" if row["available"] else f"no: {row['note']}",
-            str(row["description"]),
+            "yes" if row["available"] else "no",
         )
     out.print(table)
+    for row in rows:
+        out.print(f"[bold]{row['name']}[/bold]: {row['description']}")
+        if not row["available"]:
+            out.print(f"  not available here: {row['note']}")
     if not measure:
         out.print("images/s: reference figures on 2 CPU cores; `lookalike models --measure` times them here.")
