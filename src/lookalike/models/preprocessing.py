@@ -81,7 +81,9 @@ class ImagePreprocessor:
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         pixels = np.asarray(self.resize(image), dtype=np.uint8).transpose(2, 0, 1)  # HWC -> CHW view
-        out = pixels.astype(np.float32)  # contiguous CHW copy
-        out *= self._scale
+        # One fused pass uint8 -> float32 * scale into a C-contiguous CHW array, then one in-place shift.
+        # (``astype`` would keep the transposed, non-contiguous layout.)
+        out = np.empty(pixels.shape, dtype=np.float32)
+        np.multiply(pixels, self._scale, out=out)
         out -= self._offset
         return out
