@@ -41,12 +41,18 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield root
 
 
+class LazyModels(dict):
+    """Creates each model on first use, so ``-k`` selections only pay for the exports they need."""
+
+    def __missing__(self, name: str) -> Embedder:
+        kwargs = {"intra_op_num_threads": 2} if name in CNN_MODELS else {}
+        self[name] = model = create_model(name, **kwargs)
+        return model
+
+
 @pytest.fixture(scope="module")
 def models(cache_dir: Path) -> dict[str, Embedder]:
-    return {
-        name: create_model(name, **({"intra_op_num_threads": 2} if name in CNN_MODELS else {}))
-        for name in ALL_MODELS
-    }
+    return LazyModels()
 
 
 def photo_like(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
@@ -332,6 +338,21 @@ def test_second_create_reuses_cached_onnx(models: dict[str, Embedder], cache_dir
     assert path.stat().st_mtime_ns == mtime
     batch = np.zeros((1, 3, 224, 224), np.float32)
     np.testing.assert_allclose(second.embed_arrays(batch), first.embed_arrays(batch), atol=1e-5)
+
+
+def test_cache_hit_does_not_import_torch(models: dict[str, Embedder], cache_dir: Path):
+    """With the graph cached, indexing must not pay for importing torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from lookalike.models.registry import create_model; "
+        "m = create_model('mobilenet_v2', intra_op_num_threads=1); "
+        "print('torch' in sys.modules, m.spec.dim)"
+    )
+    env = {**os.environ, onnx_backend.CACHE_ENV: str(cache_dir), "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "1280"]
 
 
 class TinyNet(torch.nn.Module):
