@@ -391,7 +391,7 @@ def counted_exports(monkeypatch) -> list[Path]:
     return calls
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncate", "other-model"])
+@pytest.mark.parametrize("damage", ["garbage", "truncate", "other-model", "weights"])
 def test_corrupt_cache_file_is_detected_and_reexported(tmp_path: Path, monkeypatch, counted_exports, damage):
     monkeypatch.setenv(onnx_backend.CACHE_ENV, str(tmp_path / "cache"))
     recipe = tiny_recipe(tmp_path)
@@ -408,6 +408,15 @@ def test_corrupt_cache_file_is_detected_and_reexported(tmp_path: Path, monkeypat
         path.write_bytes(b"this is not an onnx file")
     elif damage == "truncate":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "weights":  # parses, right name and metadata, but a weight tensor is altered
+        import onnx
+        from onnx import numpy_helper
+
+        graph = onnx.load(str(path))
+        init = max(graph.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.5, init.name))
+        onnx.save(graph, str(path))
+        assert onnx_backend.OnnxModel(path).fingerprint == recipe.fingerprint()
     else:  # a valid ONNX graph, but not the one this name promises
         other = ExportRecipe("other", "1", recipe.weights_path, recipe.build, (3, 16, 16))
         path.write_bytes(load_or_export(other).path.read_bytes())
