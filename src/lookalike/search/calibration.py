@@ -54,8 +54,8 @@ EDITS_PER_IMAGE = 2
 MIN_COPIES = 10
 #: Items whose neighbours are measured.
 NEIGHBOUR_SAMPLE = 2000
-#: k of the k-NN no-match rule (see bench/bench_ood.py for the choice).
-DEFAULT_KNN_K = 5
+#: k of the k-NN no-match rule when not chosen from the collection size (see :func:`auto_k`).
+DEFAULT_KNN_K = 1
 #: Fraction of the collection's own items the no-match rule accepts as "in distribution".
 DEFAULT_ACCEPT = 0.95
 #: Recompute when the item count changed by more than this fraction since the last calibration.
@@ -257,6 +257,15 @@ class Calibration:
         return out
 
 
+def auto_k(n_items: int) -> int:
+    """k for the k-NN rule: 1 for small collections, growing with size (Sun et al. scale k with n).
+
+    A k-th neighbour far down a small collection is noise: bench/bench_ood.py measured k=1 best on a
+    few hundred photos, so k grows only by one per 200 items, capped at 10.
+    """
+    return max(1, min(10, n_items // 200))
+
+
 def fallback(reason: str, n_items: int, model: str = "") -> Calibration:
     """A calibration that says why there is none; searches use the fixed rule."""
     return Calibration(status="fallback", reason=reason, n_items=n_items, computed_at=time.time(), model=model)
@@ -302,7 +311,7 @@ def compute_calibration(
     copies: int = COPY_SAMPLE,
     edits_per_image: int = EDITS_PER_IMAGE,
     neighbours: int = NEIGHBOUR_SAMPLE,
-    knn_k: int = DEFAULT_KNN_K,
+    knn_k: int | None = None,
     method: str = "logistic",
     seed: int = 0,
     progress: CalibrationProgress | None = None,
@@ -319,7 +328,7 @@ def compute_calibration(
             model.spec.name,
         )
     rng = np.random.default_rng(seed)
-    k = max(1, min(knn_k, n - 1))
+    k = max(1, min(knn_k or auto_k(n), n - 1))
     nn, knn = _neighbour_scores(store, ids, vectors, rng.permutation(n)[: min(n, neighbours)], k, progress)
     copy_scores = _copy_scores(store, model, ids, vectors, rng, copies, edits_per_image, progress)
     if len(copy_scores) < MIN_COPIES or len(nn) < MIN_ITEMS // 2:
