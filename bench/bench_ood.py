@@ -114,8 +114,8 @@ def main() -> None:
             f"{1 - id_knn.mean():.3f}",
         ]
     ]
-    for name, (mat, _, _, _) in id_mats.items():
-        op_rows.append([f"  {name}", len(mat), f"{1 - id_mats[name][1].mean():.3f}", f"{1 - id_mats[name][2].mean():.3f}"])
+    for name, (mat, fixed, knn, _) in id_mats.items():
+        op_rows.append([f"  {name}", len(mat), f"{1 - fixed.mean():.3f}", f"{1 - knn.mean():.3f}"])
     for name, (mat, fixed, knn, _) in ood_mats.items():
         op_rows.append([f"OOD {name} (accepted = FPR)", len(mat), f"{1 - fixed.mean():.3f}", f"{1 - knn.mean():.3f}"])
     print_table(
