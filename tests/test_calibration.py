@@ -52,7 +52,8 @@ def _synthetic(seed: int = 0, pos_mean: float = 0.9, neg_mean: float = 0.6) -> C
 def test_calibration_is_computed_by_add_and_stored(dhash_index: Index) -> None:
     cal = dhash_index.calibration
     assert cal is not None and cal.ok, cal
-    assert cal.n_items == 30 and len(cal.copy_scores) == 2 * 30 and len(cal.nn_scores) + cal.probable_duplicates == 30
+    assert cal.n_items == 30 and len(cal.copy_scores) == calib.EDITS_PER_IMAGE * 30
+    assert len(cal.nn_scores) + cal.probable_duplicates == 30
     # Copies of a picture score higher than its nearest *other* picture, typically.
     assert np.median(cal.copy_scores) > np.median(cal.nn_scores)
     stored = dhash_index.store.get_meta(calib.META_KEY)
@@ -139,7 +140,8 @@ def test_knn_rule_flags_what_the_fixed_rule_misses(tmp_path: Path) -> None:
         assert all(r.no_match and r.extra["no_match_rule"] == "knn" for r in ood)  # ... the default is not
         assert not any(r.no_match for r in index.search_many(in_domain, k=3))
         copy = index.search(in_domain[2], k=3).results[0]
-        assert copy.path.endswith("pic7.jpg") and copy.label == "duplicate" and copy.probability > 0.5  # type: ignore[operator]
+        assert copy.path.endswith("pic7.jpg") and copy.label in ("duplicate", "very similar")
+        assert copy.probability is not None and copy.probability > 0.5
         assert all(r.results[0].label == "weak" for r in ood)
 
 
@@ -187,7 +189,7 @@ def test_cli_calibrate_and_search_json(tmp_path: Path) -> None:
     shown = runner.invoke(app, ["calibrate", "--db", db, "--json", "--copies", "10"])
     assert shown.exit_code == 0, shown.output
     summary = json.loads(shown.stdout)
-    assert summary["status"] == "ok" and summary["copies_measured"] == 20
+    assert summary["status"] == "ok" and summary["copies_measured"] == 10 * calib.EDITS_PER_IMAGE
     query = tmp_path / "q.jpg"
     make_picture(3).resize((160, 120)).save(query, quality=70)
     doc = json.loads(runner.invoke(app, ["search", str(query), "--db", db, "--json"]).stdout)

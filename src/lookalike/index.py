@@ -100,7 +100,7 @@ class Index:
         """Index files and folders (recursively), incrementally. Returns what was done and skipped.
 
         ``calibrate``: None (default) recalibrates score readings when the collection has no
-        calibration or changed size by more than 20% (a bounded cost: ~400 extra embeddings at most);
+        calibration or changed size by more than 20% (a bounded cost: at most 200 extra embeddings);
         True forces it, False skips it.
         """
         if isinstance(paths, str | os.PathLike):
