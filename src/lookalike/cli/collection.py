@@ -73,6 +73,15 @@ def search_command(
     k: Annotated[int, typer.Option("-k", "--top", min=1, max=1000, help="How many results per query.")] = 4,
     item_id: Annotated[list[int] | None, typer.Option("--id", help="Query by indexed item id (repeatable).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")] = False,
+    no_match_rule: Annotated[
+        str,
+        typer.Option(
+            "--no-match-rule", help="auto (k-NN when calibrated), knn, or fixed (best score < 0.5).", show_default=True
+        ),
+    ] = "auto",
+    accept: Annotated[
+        float, typer.Option(min=0.5, max=1.0, help="k-NN rule: share of the collection's own items accepted.")
+    ] = 0.95,
 ) -> None:
     """Find the indexed images most similar to each query image, best first."""
     queries: list[str | int] = [*(images or []), *(item_id or [])]
@@ -81,7 +90,10 @@ def search_command(
         raise typer.Exit(2)
     with friendly_errors():
         index = Index.open(db, create=False)
-        results = index.search_many(queries, k=k)
+        if no_match_rule not in ("auto", "knn", "fixed"):
+            err.print("[red]error:[/red] --no-match-rule must be auto, knn or fixed")
+            raise typer.Exit(2)
+        results = index.search_many(queries, k=k, no_match_rule=no_match_rule, accept_rate=accept)
         index.close()
     if json_output:
         print_json({"queries": [r.to_dict() for r in results]})
@@ -108,16 +120,25 @@ def _print_result(result: QueryResult) -> None:
     table = Table(title=f"query: {_display_path(result.query)}", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("similarity", justify="right")
+    calibrated = any(m.label is not None for m in result.results)
+    if calibrated:
+        table.add_column("reading")
+        table.add_column("copy prob.", justify="right")
     table.add_column("id", justify="right")
     table.add_column("path", overflow="fold")
     for rank, match in enumerate(result.results, 1):
-        table.add_row(str(rank), f"{match.score * 100:.1f}%", str(match.id), _display_path(match.path))
+        reading = []
+        if calibrated and match.probability is not None:
+            reading = [match.label or "", f"{match.probability:.0%}"]
+        table.add_row(str(rank), f"{match.score:.3f}", *reading, str(match.id), _display_path(match.path))
     out.print(table)
     if result.no_match:
-        out.print(
-            "[yellow]No similar images in this collection[/yellow] (best similarity below "
-            "the no-match threshold); the closest ones are listed anyway."
+        why = (
+            "its closest matches are further than this collection's own pictures are from each other"
+            if result.extra.get("no_match_rule") == "knn"
+            else "best similarity below the fixed no-match threshold"
         )
+        out.print(f"[yellow]No similar images in this collection[/yellow] ({why}); the closest ones are listed anyway.")
 
 
 def info_command(
