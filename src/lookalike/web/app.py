@@ -240,7 +240,7 @@ def create_app(
     async def read_upload(upload: UploadFile) -> bytes:
         data = await upload.read(state.max_upload_bytes + 1)
         if len(data) > state.max_upload_bytes:
-            raise HTTPException(413, f"upload too large: the limit is {state.max_upload_bytes / 1e6:.0f} MB")
+            raise HTTPException(413, f"upload too large: the limit is {state.max_upload_bytes / 2**20:.3g} MB")
         return data
 
     async def decode_upload(upload: UploadFile) -> tuple[bytes, Image.Image]:
@@ -388,7 +388,7 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home(request: Request) -> HTMLResponse:
-        return page(request, "search.html", max_k=MAX_K, max_mb=state.max_upload_bytes / 1e6)
+        return page(request, "search.html", max_k=MAX_K, max_mb=state.max_upload_bytes / 2**20)
 
     @app.get("/items/{item_id}", response_class=HTMLResponse, include_in_schema=False)
     def item_page(request: Request, item_id: int, k: Annotated[int, Query(ge=1, le=MAX_K)] = 8) -> HTMLResponse:

@@ -75,7 +75,7 @@ class BodyLimitMiddleware:
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(
             {
-                "detail": f"upload too large: the limit is {self.max_bytes / 1e6:.0f} MB",
+                "detail": f"upload too large: the limit is {self.max_bytes / 2**20:.3g} MB",
                 "reason": "too large",
             }
         ).encode()
