@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
@@ -33,7 +33,13 @@ from lookalike.index import Index
 from lookalike.search.results import Match, QueryResult
 from lookalike.store.base import ItemRecord
 from lookalike.web.batching import SearchBatcher
-from lookalike.web.security import MULTIPART_SLACK, BodyLimitMiddleware, inside, token_matches
+from lookalike.web.security import (
+    MULTIPART_SLACK,
+    BodyLimitMiddleware,
+    SecurityHeadersMiddleware,
+    inside,
+    token_matches,
+)
 from lookalike.web.thumbnails import THUMBNAIL_SIZE, ThumbnailCache
 
 HERE = Path(__file__).parent
@@ -214,15 +220,7 @@ def create_app(
     templates.env.filters["basename"] = lambda p: os.path.basename(str(p))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Content-Security-Policy", _CSP)
-        return response
-
+    app.add_middleware(SecurityHeadersMiddleware, csp=_CSP)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_upload_bytes + MULTIPART_SLACK)
     if cors_origins:
         app.add_middleware(
