@@ -226,6 +226,7 @@ def main() -> None:
             "RSS during load, max sampled (MB)",
             "peak RSS, VmHWM (MB)",
             "server CPU (cores busy)",
+            "server CPU ms per upload+similar",
             "mean batch",
             "machine load avg (start/end)",
         ],
@@ -235,6 +236,7 @@ def main() -> None:
                 max(rss_samples) / 1024,
                 final["VmHWM"] / 1024,
                 (cpu1 - cpu0) / wall,
+                (cpu1 - cpu0) / max(1, len(lat["search (upload)"])) * 1000,
                 round(mean_batch, 2),
                 f"{load0:.1f} / {load1:.1f}",
             ]
