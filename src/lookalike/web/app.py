@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
@@ -64,6 +64,21 @@ _MIME = {
 }
 
 K = Annotated[int, Query(ge=1, le=MAX_K, description="How many results (1-200).")]
+
+_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"description": "Upload too large (bytes or pixels)"},
+    415: {"description": "Not an image"},
+    422: {"description": "Corrupt or empty image, or a bad parameter"},
+}
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or wrong bearer token"},
+    403: {"description": "Disabled: no token (or no upload folder) configured"},
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such item"}}
+_FILE_ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"description": "The file lies outside the indexed folders"},
+    404: {"description": "No such item, or its file is missing"},
+}
 
 _CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
@@ -268,7 +283,7 @@ def create_app(
             "batches": dict(sorted(state.batcher.batch_sizes.items())),
         }
 
-    @app.post("/api/search", tags=["api"])
+    @app.post("/api/search", tags=["api"], responses=_UPLOAD_ERRORS)
     async def search(
         image: Annotated[UploadFile, File(description="The query picture (JPEG, PNG, WebP, ...).")],
         k: Annotated[int, Form(ge=1, le=MAX_K, description="How many results (1-200).")] = 4,
@@ -288,7 +303,7 @@ def create_app(
         items = [state.item_dict(r) for r in index.store.items(offset=offset, limit=limit)]
         return {"total": len(index), "offset": offset, "limit": limit, "items": items}
 
-    @app.get("/api/items/{item_id}", tags=["api"])
+    @app.get("/api/items/{item_id}", tags=["api"], responses=_NOT_FOUND)
     def get_item(item_id: int) -> dict[str, object]:
         """What the index knows about one item."""
         rec = index.item(item_id)
@@ -296,7 +311,7 @@ def create_app(
             raise HTTPException(404, f"no item with id {item_id}")
         return state.item_dict(rec)
 
-    @app.get("/api/items/{item_id}/similar", tags=["api"])
+    @app.get("/api/items/{item_id}/similar", tags=["api"], responses=_NOT_FOUND)
     def similar(item_id: int, k: K = 4) -> dict[str, object]:
         """Recommendations ("more like this") for an indexed item, itself excluded."""
         if index.item(item_id) is None:
@@ -317,7 +332,7 @@ def create_app(
         path = cache.get(real, rec.sha256)
         return FileResponse(path, media_type="image/jpeg", headers=headers)
 
-    @app.get("/api/items/{item_id}/thumbnail", tags=["api"], response_class=FileResponse)
+    @app.get("/api/items/{item_id}/thumbnail", tags=["api"], response_class=FileResponse, responses=_FILE_ERRORS)
     def thumbnail(
         request: Request,
         item_id: int,
@@ -327,7 +342,7 @@ def create_app(
         """A JPEG thumbnail (320 px, or 1280 px with size=large), made once and cached on disk."""
         return cached_image(request, item_id, state.thumbs if size == "small" else state.previews, v)
 
-    @app.get("/api/items/{item_id}/image", tags=["api"], response_class=FileResponse)
+    @app.get("/api/items/{item_id}/image", tags=["api"], response_class=FileResponse, responses=_FILE_ERRORS)
     def original(item_id: int) -> Response:
         """The indexed file itself, by id only."""
         rec, real = state.servable(item_id)
@@ -341,7 +356,7 @@ def create_app(
             return FileResponse(state.previews.get(real, rec.sha256), media_type="image/jpeg")
         return FileResponse(real, media_type=media, headers={"Cache-Control": "no-cache"})
 
-    @app.post("/api/items", tags=["api"], status_code=201)
+    @app.post("/api/items", tags=["api"], status_code=201, responses={**_UPLOAD_ERRORS, **_WRITE_ERRORS})
     async def add_item(
         response: Response,
         image: Annotated[UploadFile, File(description="The picture to add to the collection.")],
@@ -371,7 +386,7 @@ def create_app(
             raise HTTPException(422, detail)
         return {"added": True, "item": state.item_dict(rec)}
 
-    @app.delete("/api/items/{item_id}", tags=["api"])
+    @app.delete("/api/items/{item_id}", tags=["api"], responses={**_WRITE_ERRORS, **_NOT_FOUND})
     def delete_item(item_id: int, authorization: Annotated[str | None, Header()] = None) -> dict[str, object]:
         """Drop an item from the index. The file itself is never deleted. Needs the token."""
         require_token(authorization)
