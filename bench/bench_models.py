@@ -11,6 +11,7 @@ Uses $LOOKALIKE_CACHE_DIR (or the user cache) for the ONNX exports.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -50,7 +51,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     small, big = test_image(224, 224), test_image(3000, 2000)
-    print(f"threads={args.threads} batch={args.batch}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"threads={args.threads} batch={args.batch} cpus={os.cpu_count()} load average={load}")
     header = f"{'model':<20}{'ORT img/s':>11}{'torch img/s':>13}{'ORT/torch':>10}"
     header += f"{'prep 224px':>12}{'prep 3000x2000':>16}"
     print(header)
