@@ -51,9 +51,7 @@ def mobilenet_v2(*, intra_op_num_threads: int | None = None, batch_size: int = 3
         output_names=CNN_OUTPUTS,
     )
     spec = ModelSpec("mobilenet_v2", "1-tv-imagenet1k-b0353104", MOBILENET_DIM, pre.describe(), 224)
-    return OnnxCnnEmbedder(
-        spec, recipe, pre, batch_size=batch_size, intra_op_num_threads=intra_op_num_threads
-    )
+    return OnnxCnnEmbedder(spec, recipe, pre, batch_size=batch_size, intra_op_num_threads=intra_op_num_threads)
 
 
 def _efficientnet_lite(index: int, intra_op_num_threads: int | None, batch_size: int | None) -> Embedder:
@@ -69,9 +67,7 @@ def _efficientnet_lite(index: int, intra_op_num_threads: int | None, batch_size:
         input_shape=(3, size, size),
         output_names=CNN_OUTPUTS,
     )
-    spec = ModelSpec(
-        variant.name, f"1-imagenet-{variant.weights_file[-12:-4]}", LITE_DIM, pre.describe(), size
-    )
+    spec = ModelSpec(variant.name, f"1-imagenet-{variant.weights_file[-12:-4]}", LITE_DIM, pre.describe(), size)
     return OnnxCnnEmbedder(
         spec,
         recipe,
@@ -98,9 +94,7 @@ for _index in VARIANTS:
     _register_lite(_index)
 
 
-@register_model(
-    "phash", description="Perceptual hash (DCT), 64 bits; exact/near duplicates only.", dim=HASH_DIM
-)
+@register_model("phash", description="Perceptual hash (DCT), 64 bits; exact/near duplicates only.", dim=HASH_DIM)
 def phash() -> Embedder:
     return HashEmbedder("phash")
 

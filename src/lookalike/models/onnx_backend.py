@@ -106,9 +106,7 @@ def _torch_outputs(module: torch.nn.Module, batch: np.ndarray) -> list[np.ndarra
     return [o.detach().cpu().numpy() for o in outs]
 
 
-def export_onnx(
-    recipe: ExportRecipe, path: Path, *, fingerprint: str | None = None, atol: float = 1e-3
-) -> Path:
+def export_onnx(recipe: ExportRecipe, path: Path, *, fingerprint: str | None = None, atol: float = 1e-3) -> Path:
     """Export ``recipe`` to ``path`` atomically, after checking ONNX Runtime reproduces torch.
 
     ``atol`` is relative to the largest output magnitude (at least 1), since logits and pooled
@@ -127,9 +125,7 @@ def export_onnx(
         dummy = torch.zeros((1, *recipe.input_shape), dtype=torch.float32)
         dynamic = {"input": {0: "batch"}} | {name: {0: "batch"} for name in recipe.output_names}
         with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore"
-            )  # tracer chatter about shape inference; the check below is what counts
+            warnings.simplefilter("ignore")  # tracer chatter about shape inference; the check below is what counts
             torch.onnx.export(
                 module,
                 (dummy,),

@@ -23,6 +23,4 @@ def package_file(package: str, relative: str, install_hint: str) -> str:
         if candidate.is_file():
             return str(candidate)
     where = "is not installed" if not locations else f"has no {relative}"
-    raise WeightsNotInstalledError(
-        f"the weights package {package!r} {where}. Install it with:\n  {install_hint}"
-    )
+    raise WeightsNotInstalledError(f"the weights package {package!r} {where}. Install it with:\n  {install_hint}")
