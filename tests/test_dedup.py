@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imagegen import center_crop, downscale, recompress
 from PIL import Image
 from typer.testing import CliRunner
 
+from imagegen import center_crop, downscale, recompress
 from lookalike.cli.app import app
 from lookalike.dedup import anchored_groups, find_duplicate_groups, knn_edges, sweep
 from lookalike.dedup.groups import adjacency
@@ -67,7 +67,8 @@ def test_knn_edges_match_brute_force_in_small_blocks() -> None:
     vecs = np.repeat(centers, 4, axis=0) + 0.3 * rng.normal(size=(120, 64))
     vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
     k, threshold = 5, 0.8
-    got = {(int(r), int(c)) for rows, cols, _ in knn_edges(vecs, k, threshold, block_rows=7) for r, c in zip(rows, cols)}
+    edges = knn_edges(vecs, k, threshold, block_rows=7)
+    got = {(int(r), int(c)) for rows, cols, _ in edges for r, c in zip(rows, cols, strict=True)}
     full = vecs @ vecs.T
     np.fill_diagonal(full, -np.inf)
     want = set()
