@@ -98,7 +98,7 @@ def test_name_collisions_never_overwrite(collection: dict[str, Path], tmp_path: 
 
 
 def test_changed_or_deleted_since_review_is_skipped(collection: dict[str, Path]) -> None:
-    root, db, qdir = collection["root"], collection["db"], collection["quarantine"]
+    db, qdir = collection["db"], collection["quarantine"]
     changed, deleted, fine = _records(db, ["img2.jpg", "img3.jpg", "img4.jpg"])
     Path(changed.path).write_bytes(jpeg_bytes(scene(999, (160, 120))))  # edited after the review
     new_content = Path(changed.path).read_bytes()
@@ -140,7 +140,7 @@ def test_quarantine_folder_inside_root_is_refused(collection: dict[str, Path]) -
 
 
 def test_restore_does_not_overwrite_a_new_file_at_the_original_path(collection: dict[str, Path]) -> None:
-    root, db, qdir = collection["root"], collection["db"], collection["quarantine"]
+    db, qdir = collection["db"], collection["quarantine"]
     rec = _records(db, ["img5.jpg"])[0]
     with Index.open(db, create=False) as index:
         report = quarantine(index.store, [rec], qdir, reason="x")
