@@ -100,11 +100,12 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", "--db", str(db), "--method", args.method]
         cmd += ["--threshold", str(args.threshold)]
         result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    print(f"| items | method | build store (s) | dups (s) | peak RSS (MB) | groups | planted groups | found 4-groups |")
+    print("| items | method | build store (s) | dups (s) | peak RSS (MB) | groups | planted groups | found 4-groups |")
     print("|---|---|---|---|---|---|---|---|")
     print(
         f"| {args.n:,} | {args.method} | {build_s:.0f} | {result['seconds']:.1f} | {result['peak_rss_mb']:.0f} | "
-        f"{result['groups']:,} | {info['planted_groups']:,} | {result['groups_of_4']:,} (largest {result['largest_group']}) |"
+        f"{result['groups']:,} | {info['planted_groups']:,} | "
+        f"{result['groups_of_4']:,} (largest {result['largest_group']}) |"
     )
 
 
