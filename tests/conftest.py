@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helper modules
 
 
 def make_picture(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:

@@ -204,3 +204,21 @@ def test_clip_without_weights_is_a_clear_error(tiny_clip) -> None:  # type: igno
         create_model("clip:ViT-B-32@/nonexistent/weights.bin")
     with pytest.raises(ClipUnavailableError, match="unknown OpenCLIP architecture"):
         create_model("clip:NoSuchArch@/nonexistent/weights.bin")
+
+
+def test_web_api_search_by_text(tiny_clip, picture_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from lookalike.web import create_app
+
+    name, _ = tiny_clip
+    index = Index.open(tmp_path / "db", model=name)
+    index.add([picture_dir])
+    want = [m.id for m in index.search_text("red pickup truck", k=3).results]
+    index.close()
+    client = TestClient(create_app(tmp_path / "db"))
+    response = client.post("/api/search", data={"text": "red pickup truck", "k": "3"})
+    assert response.status_code == 200, response.text
+    doc = response.json()["queries"][0]
+    assert doc["mode"] == "clip" and [r["id"] for r in doc["results"]] == want
+    assert client.post("/api/search", data={"k": "3"}).status_code == 422  # neither image nor text

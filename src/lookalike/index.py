@@ -18,6 +18,8 @@ from lookalike.imaging.load import DEFAULT_MAX_PIXELS, ImageLoadError, open_rgb
 from lookalike.ingest import IngestReport, Progress, ingest
 from lookalike.models.base import Embedder
 from lookalike.models.registry import DEFAULT_MODEL, create_model
+from lookalike.search import calibration as calib
+from lookalike.search.calibration import Calibration
 from lookalike.search.matching import FIXED_NO_MATCH_BELOW, fixed_no_match
 from lookalike.search.results import Match, QueryResult
 from lookalike.store.base import ItemRecord, ModelMismatchError, Store
@@ -47,6 +49,11 @@ class Index:
             self._check_identity(self._model)
         self._model_lock = threading.Lock()
         self.no_match_below = FIXED_NO_MATCH_BELOW
+        #: "auto" (k-NN rule when the collection is calibrated, else fixed), "knn" or "fixed"
+        self.no_match_rule = "auto"
+        #: fraction of the collection's own items the k-NN rule accepts as in-distribution
+        self.accept_rate = calib.DEFAULT_ACCEPT
+        self._calibration_cache: tuple[object, Calibration | None] = (None, None)
 
     @classmethod
     def open(
@@ -88,11 +95,17 @@ class Index:
         workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         remove_missing: bool = True,
+        calibrate: bool | None = None,
     ) -> IngestReport:
-        """Index files and folders (recursively), incrementally. Returns what was done and skipped."""
+        """Index files and folders (recursively), incrementally. Returns what was done and skipped.
+
+        ``calibrate``: None (default) recalibrates score readings when the collection has no
+        calibration or changed size by more than 20% (a bounded cost: at most 200 extra embeddings);
+        True forces it, False skips it.
+        """
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
-        return ingest(
+        report = ingest(
             self.store,
             self.model,
             list(paths),
@@ -101,6 +114,33 @@ class Index:
             max_pixels=max_pixels,
             remove_missing=remove_missing,
         )
+        if calibrate or (calibrate is None and self.calibration_stale()):
+            self.calibrate()
+        return report
+
+    # -- calibration ------------------------------------------------------------------------------
+    @property
+    def calibration(self) -> Calibration | None:
+        """The stored calibration of this collection (see docs/calibration.md), or None."""
+        raw = self.store.get_meta(calib.META_KEY)
+        stamp = raw.get("computed_at") if isinstance(raw, dict) else None
+        if self._calibration_cache[0] != stamp or stamp is None:
+            cal = calib.Calibration.from_json(raw) if isinstance(raw, dict) else None
+            if cal is not None and cal.version != calib.VERSION:
+                cal = None
+            self._calibration_cache = (stamp, cal)
+        return self._calibration_cache[1]
+
+    def calibration_stale(self) -> bool:
+        """True when there is no calibration or the collection changed size by more than 20% since."""
+        cal = self.calibration
+        return cal is None or cal.is_stale(len(self.store))
+
+    def calibrate(self, progress: calib.CalibrationProgress | None = None, **options: object) -> Calibration:
+        """Measure the collection now and store the result (options: see ``compute_calibration``)."""
+        cal = calib.compute_calibration(self.store, self.model, progress=progress, **options)  # type: ignore[arg-type]
+        calib.save_calibration(self.store, cal)
+        return cal
 
     def remove(self, ids: Sequence[int]) -> int:
         """Drop items from the index (the files are left alone)."""
@@ -127,14 +167,36 @@ class Index:
         """ "More like this" for an indexed item: its stored vector, itself excluded."""
         return self.search_many([item_id], k)[0]
 
-    def search_many(self, queries: Sequence[QueryInput], k: int = 4) -> list[QueryResult]:
+    def search_many(
+        self,
+        queries: Sequence[QueryInput],
+        k: int = 4,
+        *,
+        no_match_rule: str | None = None,
+        accept_rate: float | None = None,
+    ) -> list[QueryResult]:
         """Search several queries with one model load and one batched matrix product.
 
         An ``int`` is an item id; a path that is indexed and unchanged uses its stored vector (and is
         left out of its own results). A query that cannot be read gets ``error`` set, not an exception.
+        ``no_match_rule`` / ``accept_rate`` override :attr:`no_match_rule` / :attr:`accept_rate`.
         """
         if k < 1:
             raise ValueError("k must be at least 1")
+        rule = no_match_rule or self.no_match_rule
+        if rule not in calib.NO_MATCH_RULES:
+            raise ValueError(f"unknown no-match rule {rule!r}; choose one of {', '.join(calib.NO_MATCH_RULES)}")
+        accept = self.accept_rate if accept_rate is None else accept_rate
+        cal = self.calibration
+        calibrated = cal is not None and cal.ok
+        used_rule = "knn" if calibrated and rule in ("auto", "knn") else "fixed"
+        extra: dict[str, object] = {"no_match_rule": used_rule}
+        if rule == "knn" and not calibrated:
+            extra["no_match_note"] = cal.reason if cal is not None else "this index has no calibration yet"
+        if used_rule == "knn":
+            assert cal is not None
+            knn_threshold = cal.knn_threshold(accept)
+        search_k = max(k, cal.knn_k) if used_rule == "knn" and cal is not None else k
         labels: list[str] = []
         vectors: list[np.ndarray | None] = [None] * len(queries)
         excludes: list[list[int]] = [[] for _ in queries]
@@ -167,7 +229,9 @@ class Index:
             # One batched product per distinct exclude set is plenty: excludes are per-query single ids.
             for i, hits in zip(
                 ready,
-                self._search_vectors(np.stack([vectors[i] for i in ready]), k, [excludes[i] for i in ready]),
+                self._search_vectors(
+                    np.stack([vectors[i] for i in ready]), search_k, [excludes[i] for i in ready], cal
+                ),
                 strict=True,
             ):
                 hits_by_query[i] = hits
@@ -177,7 +241,16 @@ class Index:
                 out.append(QueryResult(labels[i], [], True, error=errors[i]))
                 continue
             matches = hits_by_query.get(i, [])
-            out.append(QueryResult(labels[i], matches, fixed_no_match([m.score for m in matches], self.no_match_below)))
+            scores = [m.score for m in matches]
+            if used_rule == "knn":
+                assert cal is not None
+                kth = scores[min(cal.knn_k, len(scores)) - 1] if scores else float("-inf")
+                no_match = kth < knn_threshold
+                detail = {**extra, "knn_score": round(kth, 6), "knn_threshold": round(knn_threshold, 6)}
+            else:
+                no_match = fixed_no_match(scores[:k], self.no_match_below)
+                detail = dict(extra)
+            out.append(QueryResult(labels[i], matches[:k], no_match, extra=detail))
         return out
 
     def search_text(self, text: str, k: int = 4) -> QueryResult:
@@ -236,17 +309,26 @@ class Index:
         model = self.model
         return model if callable(getattr(model, "embed_text", None)) else None
 
-    def _search_vectors(self, vectors: np.ndarray, k: int, excludes: list[list[int]]) -> list[list[Match]]:
+    def _search_vectors(
+        self, vectors: np.ndarray, k: int, excludes: list[list[int]], cal: Calibration | None = None
+    ) -> list[list[Match]]:
         exclude_all = sorted({i for ex in excludes for i in ex})
         raw = self.store.search(vectors, k + len(exclude_all))
         out = []
         for hits, exclude in zip(raw, excludes, strict=True):
             kept = [h for h in hits if h.id not in exclude][:k]
             matches = []
-            for hit in kept:
+            probs = cal.probability([h.score for h in kept]) if cal is not None and cal.ok else None
+            for j, hit in enumerate(kept):
                 rec = self.store.get(hit.id)
-                if rec is not None:
-                    matches.append(Match(hit.id, rec.path, hit.score, rec.width, rec.height))
+                if rec is None:
+                    continue
+                if probs is not None:
+                    assert cal is not None
+                    prob, label = float(probs[j]), cal.label(hit.score)
+                else:
+                    prob, label = None, None
+                matches.append(Match(hit.id, rec.path, hit.score, rec.width, rec.height, prob, label))
             out.append(matches)
         return out
 
@@ -268,7 +350,15 @@ class Index:
         return None
 
     def info(self) -> dict[str, object]:
-        return self.store.info()
+        info = self.store.info()
+        cal = self.calibration
+        if cal is None:
+            info["calibration"] = "none (run `lookalike calibrate`)"
+        elif cal.ok:
+            info["calibration"] = f"ok ({cal.n_items} items{', stale' if cal.is_stale(len(self.store)) else ''})"
+        else:
+            info["calibration"] = f"fallback: {cal.reason}"
+        return info
 
     def close(self) -> None:
         self.store.close()

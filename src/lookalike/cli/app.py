@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lookalike.cli import collection, evaluate
+from lookalike.cli import calibration, clean, collection, evaluate, serve
 
 app = typer.Typer(
     name="lookalike",
@@ -13,8 +13,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-collection.register(app)
-evaluate.register(app)
+for group in (collection, calibration, clean, serve, evaluate):
+    group.register(app)
 
 
 def main() -> None:

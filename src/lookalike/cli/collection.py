@@ -81,6 +81,15 @@ def search_command(
             "against each image's stored ImageNet class tags (e.g. 'pickup', 'golden retriever').",
         ),
     ] = None,
+    no_match_rule: Annotated[
+        str,
+        typer.Option(
+            "--no-match-rule", help="auto (k-NN when calibrated), knn, or fixed (best score < 0.5).", show_default=True
+        ),
+    ] = "auto",
+    accept: Annotated[
+        float, typer.Option(min=0.5, max=1.0, help="k-NN rule: share of the collection's own items accepted.")
+    ] = 0.95,
 ) -> None:
     """Find the indexed images most similar to each query image (or matching --text), best first."""
     queries: list[str | int] = [*(images or []), *(item_id or [])]
@@ -89,7 +98,10 @@ def search_command(
         raise typer.Exit(2)
     with friendly_errors():
         index = Index.open(db, create=False)
-        results = index.search_many(queries, k=k) if queries else []
+        if no_match_rule not in ("auto", "knn", "fixed"):
+            err.print("[red]error:[/red] --no-match-rule must be auto, knn or fixed")
+            raise typer.Exit(2)
+        results = index.search_many(queries, k=k, no_match_rule=no_match_rule, accept_rate=accept) if queries else []
         results += [index.search_text(t, k=k) for t in text or []]
         index.close()
     if json_output:
@@ -117,10 +129,17 @@ def _print_result(result: QueryResult) -> None:
     table = Table(title=f"query: {_display_path(result.query)}", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("score" if result.extra.get("mode") == "keyword-tags" else "similarity", justify="right")
+    calibrated = any(m.label is not None for m in result.results)
+    if calibrated:
+        table.add_column("reading")
+        table.add_column("copy prob.", justify="right")
     table.add_column("id", justify="right")
     table.add_column("path", overflow="fold")
     for rank, match in enumerate(result.results, 1):
-        table.add_row(str(rank), f"{match.score * 100:.1f}%", str(match.id), _display_path(match.path))
+        reading = []
+        if calibrated and match.probability is not None:
+            reading = [match.label or "", f"{match.probability:.0%}"]
+        table.add_row(str(rank), f"{match.score:.3f}", *reading, str(match.id), _display_path(match.path))
     out.print(table)
     if result.extra.get("mode") == "keyword-tags":
         out.print("[dim]keyword match on ImageNet class tags (score: tag probability x share of words matched)[/dim]")
@@ -130,10 +149,12 @@ def _print_result(result: QueryResult) -> None:
     if result.extra.get("mode") == "clip":
         return
     if result.no_match:
-        out.print(
-            "[yellow]No similar images in this collection[/yellow] (best similarity below "
-            "the no-match threshold); the closest ones are listed anyway."
+        why = (
+            "its closest matches are further than this collection's own pictures are from each other"
+            if result.extra.get("no_match_rule") == "knn"
+            else "best similarity below the fixed no-match threshold"
         )
+        out.print(f"[yellow]No similar images in this collection[/yellow] ({why}); the closest ones are listed anyway.")
 
 
 def info_command(

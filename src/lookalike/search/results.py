@@ -7,22 +7,34 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Match:
-    """One indexed image found for a query. ``score`` is cosine similarity: higher is more alike."""
+    """One indexed image found for a query. ``score`` is cosine similarity: higher is more alike.
+
+    With a calibrated collection, ``probability`` is the estimated probability that the pair is a copy
+    of the same picture and ``label`` one of ``duplicate``, ``very similar``, ``similar``, ``weak``
+    (see docs/calibration.md); both are None otherwise and then left out of ``to_dict``.
+    """
 
     id: int
     path: str
     score: float
     width: int
     height: int
+    probability: float | None = None
+    label: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "id": self.id,
             "path": self.path,
             "score": round(self.score, 6),
             "width": self.width,
             "height": self.height,
         }
+        if self.probability is not None:
+            out["probability"] = round(self.probability, 4)
+        if self.label is not None:
+            out["label"] = self.label
+        return out
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,22 @@ class Store(ABC):
     def record_skips(self, skips: Sequence[tuple[str, int, int, str, str]], forget: Sequence[str] = ()) -> None:
         """Remember failed files so unchanged ones are not decoded again. Optional cache."""
 
+    def mark_not_duplicates(self, pairs: Sequence[tuple[str, str]]) -> int:
+        """Remember that these sha256 pairs are distinct pictures; returns how many marks are new.
+
+        Keyed by content, not path, so a mark survives renames and re-indexing. This default keeps the
+        marks in metadata; stores with tables (LocalStore) override it.
+        """
+        marks = self.not_duplicates()
+        new = {(min(a, b), max(a, b)) for a, b in pairs if a != b} - marks
+        if new:
+            self.set_meta("not_duplicates", sorted(marks | new))
+        return len(new)
+
+    def not_duplicates(self) -> set[tuple[str, str]]:
+        """Every (sha256, sha256) pair marked "not a duplicate", smaller hash first."""
+        return {(str(a), str(b)) for a, b in (self.get_meta("not_duplicates") or [])}  # type: ignore[union-attr]
+
     @abstractmethod
     def get_meta(self, key: str) -> object: ...
 

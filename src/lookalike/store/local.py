@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS items (
     extra TEXT
 );
 CREATE INDEX IF NOT EXISTS items_sha256 ON items(sha256);
+CREATE TABLE IF NOT EXISTS not_duplicates (
+    a TEXT NOT NULL, b TEXT NOT NULL, added_at REAL NOT NULL, PRIMARY KEY (a, b)
+);
 CREATE TABLE IF NOT EXISTS skipped (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, reason TEXT NOT NULL, detail TEXT
 );
@@ -376,6 +379,18 @@ class LocalStore(Store):
             self._db.executemany(
                 "INSERT OR REPLACE INTO skipped(path, size, mtime_ns, reason, detail) VALUES(?, ?, ?, ?, ?)", skips
             )
+
+    def mark_not_duplicates(self, pairs: Sequence[tuple[str, str]]) -> int:
+        """Remember that these sha256 pairs are distinct pictures (kept across moves and re-indexing)."""
+        rows = [(min(a, b), max(a, b), time.time()) for a, b in pairs if a != b]
+        with self._write_txn():
+            before = self._db.total_changes
+            self._db.executemany("INSERT OR IGNORE INTO not_duplicates(a, b, added_at) VALUES(?, ?, ?)", rows)
+            return self._db.total_changes - before
+
+    def not_duplicates(self) -> set[tuple[str, str]]:
+        with self._lock:
+            return {(a, b) for a, b in self._db.execute("SELECT a, b FROM not_duplicates").fetchall()}
 
     def paths_under(self, folder: str) -> list[tuple[int, str]]:
         """(id, path) of every item whose path lies under ``folder``."""
