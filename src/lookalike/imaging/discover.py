@@ -87,13 +87,8 @@ def walk_images(
     seen_files: set[tuple[int, int]] = set()
     for root in roots:
         root_path = os.path.abspath(os.fspath(root))
-        try:
-            st = os.stat(root_path)
-        except FileNotFoundError:
-            on_skip(Skip(root_path, "missing", "no such file or folder"))
-            continue
-        except OSError as exc:
-            on_skip(Skip(root_path, "unreadable", exc.strerror or str(exc)))
+        st = _stat_or_skip(root_path, on_skip, "no such file or folder")
+        if st is None:
             continue
         if os.path.isdir(root_path):
             yield from _walk_dir(root_path, seen_dirs, seen_files, on_skip, known)
@@ -101,6 +96,17 @@ def walk_images(
             found = _check_file(root_path, st, seen_files, on_skip, known, explicit=True)
             if found:
                 yield found
+
+
+def _stat_or_skip(path: str, on_skip: Callable[[Skip], None], missing: str) -> os.stat_result | None:
+    """stat() that reports a vanished or unreadable path instead of raising."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        on_skip(Skip(path, "missing", missing))
+    except OSError as exc:
+        on_skip(Skip(path, "unreadable", exc.strerror or str(exc)))
+    return None
 
 
 def _walk_dir(
@@ -113,13 +119,8 @@ def _walk_dir(
     stack = [top]
     while stack:
         folder = stack.pop()
-        try:
-            st = os.stat(folder)
-        except FileNotFoundError:
-            on_skip(Skip(folder, "missing", "the folder disappeared during the run"))
-            continue
-        except OSError as exc:
-            on_skip(Skip(folder, "unreadable", exc.strerror or str(exc)))
+        st = _stat_or_skip(folder, on_skip, "the folder disappeared during the run")
+        if st is None:
             continue
         key = (st.st_dev, st.st_ino)
         if key in seen_dirs:
