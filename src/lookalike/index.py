@@ -21,7 +21,7 @@ from lookalike.models.registry import DEFAULT_MODEL, create_model
 from lookalike.search.matching import FIXED_NO_MATCH_BELOW, fixed_no_match
 from lookalike.search.results import Match, QueryResult
 from lookalike.store.base import ItemRecord, ModelMismatchError, Store
-from lookalike.store.local import LocalStore
+from lookalike.store import open_store
 
 QueryInput = str | os.PathLike[str] | Image.Image | bytes | int
 
@@ -55,10 +55,15 @@ class Index:
         *,
         model: str | Embedder | None = None,
         create: bool = True,
-        index_kind: str = "auto",
+        index_kind: str | None = None,
     ) -> Index:
-        """Open (or create) the index in folder ``db``. ``model`` defaults to the one that built it."""
-        return cls(LocalStore(db, index_kind=index_kind, create=create), model)
+        """Open (or create) the index at ``db``. ``model`` defaults to the one that built it.
+
+        ``db`` is a folder (the embedded store), a Milvus Lite ``.db`` file or ``milvus://HOST:PORT/NAME``.
+        ``index_kind`` (``auto``, ``flat``, ``hnsw32``, ``ivf4096,sq8`` ...) is remembered by the
+        embedded store; None keeps the recorded one.
+        """
+        return cls(open_store(db, index_kind=index_kind, create=create), model)
 
     # -- model ------------------------------------------------------------------------------------
     @property

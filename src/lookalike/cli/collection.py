@@ -31,7 +31,14 @@ def index_command(
     model: Annotated[
         str | None, typer.Option(help="Model name (see `lookalike models`); default: the index's.")
     ] = None,
-    index_type: Annotated[str, typer.Option("--index", help="Search structure: auto, flat (exact) or hnsw.")] = "auto",
+    index_type: Annotated[
+        str | None,
+        typer.Option(
+            "--index",
+            help="Search structure: auto (default), flat (exact), hnsw32, ivf4096,sq8, ivf16384,pq64, "
+            "pca256,ivf1024,sq8 ... (remembered by the index).",
+        ),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Decode threads (default: min(4, CPUs)).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
