@@ -93,10 +93,28 @@ class Index:
         workers: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         remove_missing: bool = True,
+        ray: str | None = None,
     ) -> IngestReport:
-        """Index files and folders (recursively), incrementally. Returns what was done and skipped."""
+        """Index files and folders (recursively), incrementally. Returns what was done and skipped.
+
+        ``ray`` (a Ray address, ``auto`` or ``local``) embeds on a Ray cluster instead of this process;
+        ``workers`` is then the number of Ray actors.
+        """
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
+        if ray is not None:
+            from lookalike.distributed.ray_ingest import ingest_ray
+
+            return ingest_ray(
+                self.store,
+                self.model,
+                list(paths),
+                address=ray,
+                workers=workers,
+                progress=progress,
+                max_pixels=max_pixels,
+                remove_missing=remove_missing,
+            )
         return ingest(
             self.store,
             self.model,

@@ -15,7 +15,13 @@ from lookalike.index import Index
 from lookalike.ingest import IngestReport
 from lookalike.search.results import QueryResult
 
-DbOption = Annotated[Path, typer.Option("--db", help="Index folder (created if missing).")]
+DbOption = Annotated[
+    Path,
+    typer.Option(
+        "--db",
+        help="Index folder (created if missing), a Milvus Lite file (*.milvus.db) or milvus://HOST:PORT/COLLECTION.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -39,7 +45,18 @@ def index_command(
             "pca256,ivf1024,sq8 ... (remembered by the index).",
         ),
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Decode threads (default: min(4, CPUs)).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Decode threads (default: min(4, CPUs)); with --ray: Ray actors.")
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Embed on a Ray cluster: its address (HOST:PORT), 'auto' (RAY_ADDRESS / `ray start`) or "
+            "'local'. Needs `pip install lookalike[distributed]`.",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -47,7 +64,7 @@ def index_command(
     with friendly_errors():
         index = Index.open(db, model=model, index_kind=index_type)
         with BarProgress(enabled=not (quiet or json_output)) as progress:
-            report = index.add(paths, progress=progress, workers=workers)
+            report = index.add(paths, progress=progress, workers=workers, ray=ray)
         if json_output:
             print_json({"db": str(db), "count": len(index), **report.to_dict()})
         else:

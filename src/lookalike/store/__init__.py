@@ -7,9 +7,16 @@ import os
 from lookalike.store.base import Store, StoreError
 
 
+def _text(db: str | os.PathLike[str]) -> str:
+    text = os.fspath(db)
+    if text.startswith("milvus:/") and not text.startswith("milvus://"):
+        text = "milvus://" + text[len("milvus:/") :]  # pathlib.Path collapsed the double slash
+    return text
+
+
 def is_milvus_uri(db: str | os.PathLike[str]) -> bool:
     """``milvus://host:port/collection`` or a Milvus Lite ``.db`` file."""
-    text = os.fspath(db)
+    text = _text(db)
     if text.startswith(("milvus://", "milvus-lite:")) or text.endswith(".milvus.db"):
         return True
     return text.endswith(".db") and os.path.isfile(text)  # embedded indexes are folders, never files
@@ -22,7 +29,7 @@ def open_store(db: str | os.PathLike[str], *, index_kind: str | None = None, cre
     Lite file, name it ``*.milvus.db`` or write ``milvus-lite:PATH``; a new bare ``x.db`` stays an
     embedded folder, as before.
     """
-    text = os.fspath(db)
+    text = _text(db)
     if is_milvus_uri(text):
         from lookalike.store.milvus import MilvusStore
 
