@@ -50,9 +50,7 @@ def draw(rng: np.random.Generator, params: tuple[np.ndarray, np.ndarray, np.ndar
     """Points around random centres, ReLU'd and L2-normalised; 2% are near-copies of a neighbour."""
     centres, weights, basis = params
     labels = rng.choice(len(centres), size=n, p=weights)
-    latent = rng.normal(size=(n, basis.shape[0])).astype(np.float32) * rng.uniform(0.5, 1.1, (n, 1)).astype(
-        np.float32
-    )
+    latent = rng.normal(size=(n, basis.shape[0])).astype(np.float32) * rng.uniform(0.5, 1.1, (n, 1)).astype(np.float32)
     noise = latent @ basis + 0.25 * rng.normal(size=(n, centres.shape[1])).astype(np.float32)
     x = np.maximum(centres[labels] + noise, 0)
     dup = rng.random(n) < 0.02
@@ -197,7 +195,9 @@ def main() -> None:
     for spec in args.configs:
         built = run_child("build", str(folder), spec)
         single = min(args.single, 20) if spec == "flat" else args.single
-        served = run_child("serve", str(folder), spec, str(qfile), str(gfile), str(single)) if "error" not in built else {}
+        served = (
+            run_child("serve", str(folder), spec, str(qfile), str(gfile), str(single)) if "error" not in built else {}
+        )
         row = {"config": spec, **built, **served}
         rows.append(row)
         if "error" in row:

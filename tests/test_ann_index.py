@@ -41,7 +41,9 @@ def recall_vs_exact(store: LocalStore, ids: list[int], x: np.ndarray, queries: n
     exact = np.argsort(-(queries @ x.T), axis=1)[:, :k]
     hits = store.search(queries, k)
     id_arr = np.asarray(ids)
-    return float(np.mean([len({h.id for h in hs} & set(id_arr[e].tolist())) / k for hs, e in zip(hits, exact)]))
+    return float(
+        np.mean([len({h.id for h in hs} & set(id_arr[e].tolist())) / k for hs, e in zip(hits, exact, strict=False)])
+    )
 
 
 @pytest.mark.parametrize(

@@ -15,11 +15,11 @@ import pytest
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from lookalike.index import Index  # noqa: E402
-from lookalike.store import open_store  # noqa: E402
-from lookalike.store.base import ItemRecord, ModelMismatchError, StoreError  # noqa: E402
-from lookalike.store.local import LocalStore  # noqa: E402
-from lookalike.store.milvus import MilvusStore  # noqa: E402
+from lookalike.index import Index
+from lookalike.store import open_store
+from lookalike.store.base import ItemRecord, ModelMismatchError, StoreError
+from lookalike.store.local import LocalStore
+from lookalike.store.milvus import MilvusStore
 
 pytestmark = pytest.mark.slow  # Milvus Lite takes a few seconds to start
 
@@ -55,16 +55,15 @@ def test_same_top_k_as_the_embedded_store(tmp_path: Path) -> None:
     queries = vectors(25, seed=1)
     got_m = milvus.search(queries, 10, exclude=[ids_m[40]])
     got_l = local.search(queries, 10, exclude=[ids_l[40]])
+
     # Identical top-k; float32 sums in another order may swap exact-tie neighbours, so ties
     # (scores equal to 1e-5) are compared as sets.
     def canon(rows):
         return [sorted((-round(h.score, 5), h.id) for h in r) for r in rows]
 
     assert canon(got_m) == canon(got_l)
-    assert sum(a.id != b.id for r, s in zip(got_m, got_l) for a, b in zip(r, s)) <= 6
-    np.testing.assert_allclose(
-        [[h.score for h in r] for r in got_m], [[h.score for h in r] for r in got_l], atol=1e-5
-    )
+    assert sum(a.id != b.id for r, s in zip(got_m, got_l, strict=False) for a, b in zip(r, s, strict=False)) <= 6
+    np.testing.assert_allclose([[h.score for h in r] for r in got_m], [[h.score for h in r] for r in got_l], atol=1e-5)
     assert len(milvus) == len(local) == 580
     assert milvus.get(ids_m[30]).path == "/photos/renamed.jpg"
     assert milvus.get(ids_m[31]).size == 999
@@ -108,7 +107,10 @@ def test_index_api_end_to_end(tmp_path: Path) -> None:
         im = Image.new("RGB", (96, 80), tuple(int(v) for v in rng.integers(0, 255, 3)))
         ImageDraw.Draw(im).rectangle([i * 5, 10, 40 + i * 3, 60], fill=(255 - i * 20, i * 20, 128))
         im.save(folder / f"{i:02d}.png")
-    with Index.open(tmp_path / "m.milvus.db", model="dhash") as milvus, Index.open(tmp_path / "l", model="dhash") as local:
+    with (
+        Index.open(tmp_path / "m.milvus.db", model="dhash") as milvus,
+        Index.open(tmp_path / "l", model="dhash") as local,
+    ):
         rm, rl = milvus.add(folder), local.add(folder)
         assert rm.added == rl.added == 12
         again = milvus.add(folder)

@@ -20,8 +20,8 @@ from lookalike.models.base import Embedder
 from lookalike.models.registry import DEFAULT_MODEL, create_model
 from lookalike.search.matching import FIXED_NO_MATCH_BELOW, fixed_no_match
 from lookalike.search.results import Match, QueryResult
-from lookalike.store.base import ItemRecord, ModelMismatchError, Store
 from lookalike.store import open_store
+from lookalike.store.base import ItemRecord, ModelMismatchError, Store
 
 QueryInput = str | os.PathLike[str] | Image.Image | bytes | int
 

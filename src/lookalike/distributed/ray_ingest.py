@@ -21,7 +21,7 @@ import numpy as np
 
 from lookalike.imaging.discover import FoundFile, Skip, walk_images
 from lookalike.imaging.load import DEFAULT_MAX_PIXELS, ImageLoadError, decode_image, read_bytes
-from lookalike.ingest import IngestReport, Progress, _record, _Prepared, _reuse_known_content, _same
+from lookalike.ingest import IngestReport, Progress, _Prepared, _record, _reuse_known_content, _same
 from lookalike.models.base import Embedder
 from lookalike.store.base import Store
 
@@ -147,7 +147,8 @@ def ingest_ray(
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         by_path = {f.path: f for f in todo}
-        ds = ray.data.from_items([{"path": f.path} for f in todo], override_num_blocks=max(1, len(todo) // batch_size))
+        blocks = min(len(todo), max(2 * pool, -(-len(todo) // batch_size)))  # every actor gets work
+        ds = ray.data.from_items([{"path": f.path} for f in todo], override_num_blocks=blocks)
         embedded = ds.map_batches(
             EmbedFiles,
             fn_constructor_args=(model.spec.name, max_pixels, 1),
@@ -162,10 +163,14 @@ def ingest_ray(
                 found = by_path[str(path)]
                 if batch["reason"][i]:
                     on_skip(Skip(found.path, str(batch["reason"][i]), str(batch["detail"][i])))
-                    new_skips.append((found.path, found.size, found.mtime_ns, str(batch["reason"][i]), str(batch["detail"][i])))
+                    new_skips.append(
+                        (found.path, found.size, found.mtime_ns, str(batch["reason"][i]), str(batch["detail"][i]))
+                    )
                     progress.advance()
                     continue
-                prepared = _Prepared(found, str(batch["sha256"][i]), int(batch["width"][i]), int(batch["height"][i]), None)
+                prepared = _Prepared(
+                    found, str(batch["sha256"][i]), int(batch["width"][i]), int(batch["height"][i]), None
+                )
                 if store.find_by_sha256(prepared.sha256):
                     _reuse_known_content(store, prepared, states, report)  # a move or copy: no new vector
                     progress.advance()

@@ -80,9 +80,7 @@ def _record(row: tuple) -> ItemRecord:
 class LocalStore(Store):
     """Items and vectors in one folder. Thread-safe; several processes may read, one writes at a time."""
 
-    def __init__(
-        self, folder: str | os.PathLike[str], *, index_kind: str | None = None, create: bool = True
-    ) -> None:
+    def __init__(self, folder: str | os.PathLike[str], *, index_kind: str | None = None, create: bool = True) -> None:
         if index_kind is not None:
             try:
                 index_kind = parse_spec(index_kind).text  # dimension checks wait until the dim is known

@@ -17,6 +17,7 @@ faster (see docs/scale.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -112,9 +113,7 @@ class MilvusStore(Store):
         schema.add_field("dummy", DataType.FLOAT_VECTOR, dim=2)
         index = self._client.prepare_index_params()
         index.add_index(field_name="dummy", index_type="FLAT", metric_type="L2")
-        self._client.create_collection(
-            self._meta_name, schema=schema, index_params=index, consistency_level="Strong"
-        )
+        self._client.create_collection(self._meta_name, schema=schema, index_params=index, consistency_level="Strong")
 
     def _ensure_items(self, dim: int) -> None:
         from pymilvus import DataType
@@ -378,11 +377,9 @@ class MilvusStore(Store):
         }
 
     def close(self) -> None:
-        with self._lock:
-            try:
-                self._client.close()
-            except Exception:  # closing twice or a dropped connection is not an error worth raising
-                pass
+        # Closing twice or a dropped connection is not worth raising.
+        with self._lock, contextlib.suppress(Exception):
+            self._client.close()
 
 
 def _safe_name(name: str) -> str:

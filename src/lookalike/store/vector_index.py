@@ -250,9 +250,7 @@ class AnnIndex(VectorIndex):
 
     # -- build / persist ----------------------------------------------------------------------
     @classmethod
-    def build(
-        cls, spec: IndexSpec, matrix: np.ndarray, live: np.ndarray, n_slots: int, seed: int = 0
-    ) -> AnnIndex:
+    def build(cls, spec: IndexSpec, matrix: np.ndarray, live: np.ndarray, n_slots: int, seed: int = 0) -> AnnIndex:
         """Train on a sample of live vectors, then add every slot below ``n_slots`` in chunks."""
         import faiss
 
