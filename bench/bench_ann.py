@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 from lookalike.store.base import ItemRecord  # noqa: E402
 from lookalike.store.local import LocalStore  # noqa: E402
+from lookalike.store.vector_index import slug_of  # noqa: E402
 
 DEFAULT_CONFIGS = ["flat", "ivf1024,sq8", "pca256,ivf1024,sq8", "pca256,ivf1024,pq32"]
 
@@ -129,7 +130,7 @@ def child_serve(folder: str, spec: str, queries_file: str, gt_file: str, n_singl
     batch = store.search(queries, 10)
     qps = len(queries) / (time.perf_counter() - t)
     recall = float(np.mean([len({h.id for h in hs} & set(g.tolist())) / 10 for hs, g in zip(batch, gt, strict=True)]))
-    ann = sorted(Path(folder).glob(f"ann-{spec.replace(',', '_')}-*.faiss"))
+    ann = sorted(Path(folder).glob(f"ann-{slug_of(spec)}-*.faiss"))
     mem = rss()
     store.close()
     return {

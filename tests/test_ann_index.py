@@ -222,3 +222,16 @@ def test_auto_is_exact_for_small_collections(tmp_path) -> None:
     assert store.index_kind == "auto" and store.info()["index"] == "flat"
     assert recall_vs_exact(store, ids, x, x[:20]) == 1.0
     store.close()
+
+
+def test_search_knobs_share_the_cache(tmp_path) -> None:
+    x = clustered(12_000, seed=17)
+    store, ids = make_store(tmp_path / "db", "ivf64,sq8", x)
+    store.save_search_index()
+    store.close()
+    tuned = LocalStore(tmp_path / "db", index_kind="ivf64,sq8,nprobe4,rerank16")
+    search = tuned._ensure_search()
+    assert isinstance(search, AnnIndex) and search.spec.nprobe == 4 and search.spec.rerank == 16
+    assert len(list((tmp_path / "db").glob("ann-*.faiss"))) == 1  # no rebuild for a search-time change
+    assert recall_vs_exact(tuned, ids, x, clustered(50, seed=18)) > 0.5
+    tuned.close()

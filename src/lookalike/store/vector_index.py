@@ -383,7 +383,9 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def slug_of(spec_text: str) -> str:
-    return spec_text.replace(",", "_")
+    """Cache-file key of a spec: search-time knobs (nprobe, ef, rerank) do not change the file."""
+    keep = [t for t in spec_text.split(",") if not t.startswith(("nprobe", "ef", "rerank", "norerank"))]
+    return "_".join(keep)
 
 
 def cache_name(slug: str, vector_stem: str, trained: int, covered: int) -> str:
