@@ -235,3 +235,15 @@ def test_search_knobs_share_the_cache(tmp_path) -> None:
     assert len(list((tmp_path / "db").glob("ann-*.faiss"))) == 1  # no rebuild for a search-time change
     assert recall_vs_exact(tuned, ids, x, clustered(50, seed=18)) > 0.5
     tuned.close()
+
+
+def test_spec_that_cannot_fit_fails_before_any_work(tmp_path) -> None:
+    store = LocalStore(tmp_path / "db", index_kind="pca256,ivf64,sq8")
+    with pytest.raises(StoreError, match="does not reduce 64-d"):
+        store.set_model_identity({"name": "synthetic", "dim": 64})
+    store.close()
+    ok = LocalStore(tmp_path / "db2", index_kind="ivf64,sq8")
+    ok.set_model_identity({"name": "synthetic", "dim": 64})
+    ok.close()
+    with pytest.raises(StoreError, match="pq48"):
+        LocalStore(tmp_path / "db2", index_kind="ivf64,pq48")

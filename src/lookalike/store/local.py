@@ -122,6 +122,7 @@ class LocalStore(Store):
                 self._set_meta("index_kind", index_kind)  # later opens (search, web) use the same kind
         #: The user's index spec (``auto`` or a factory string), remembered in the index.
         self.index_kind: str = index_kind or str(recorded or "auto")
+        self._check_kind(self._meta("dim"))
         self._search: VectorIndex | None = None
         self._refresh()
 
@@ -153,6 +154,7 @@ class LocalStore(Store):
             current = self._meta("model")
             if current is not None and current != identity:
                 raise ModelMismatchError(_mismatch_message(current, identity))  # type: ignore[arg-type]
+            self._check_kind(identity["dim"])
             self._set_meta("model", identity)
             self._set_meta("dim", identity["dim"])
             self._pending.append(("reload", None))
@@ -241,6 +243,14 @@ class LocalStore(Store):
             self._build_search()
         assert self._search is not None
         return self._search
+
+    def _check_kind(self, dim: object) -> None:
+        """Fail at open (not after embedding a folder) when the index spec cannot fit the vectors."""
+        if dim is not None and self.index_kind != "auto":
+            try:
+                parse_spec(self.index_kind, int(dim))  # type: ignore[call-overload]
+            except IndexSpecError as exc:
+                raise StoreError(f"--index {self.index_kind}: {exc}") from exc
 
     def _vector_tag(self) -> str:
         return str(self._meta("vector_file")).removesuffix(".f32").replace("-", "")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 import time
@@ -28,6 +29,9 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 
 from lookalike.store.base import Hit, ItemRecord, ModelMismatchError, Store, StoreError
+
+# pymilvus logs a harmless fallback warning on every query iterator against Milvus Lite.
+logging.getLogger("pymilvus").setLevel(logging.ERROR)
 
 _SCALARS = ["id", "path", "sha256", "size", "mtime_ns", "width", "height", "added_at", "extra"]
 _MAX_PATH = 4096
