@@ -105,7 +105,6 @@ def test_auto_policy_exact_then_ivf() -> None:
         "ivf64,flat",
         "hnsw16",
         "pca16,ivf32,sq8",
-        pytest.param("ivf32,pq16", marks=pytest.mark.slow),  # PQ training: minutes on a busy 2-core box
         "sq8",
     ],
 )
