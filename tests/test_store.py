@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.store import local as local_module
-from lookalike.store import vector_index
 from lookalike.store.base import ItemRecord, ModelMismatchError, StoreError
 from lookalike.store.local import LocalStore
 
@@ -89,21 +87,20 @@ def test_refuses_a_folder_that_is_not_an_index(tmp_path: Path) -> None:
         LocalStore(tmp_path / "photos")
 
 
-def test_hnsw_is_used_above_the_limit_cached_and_extended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local_module, "AUTO_EXACT_LIMIT", 300)
-    monkeypatch.setattr(vector_index, "AUTO_EXACT_LIMIT", 300)
-    store = _store(tmp_path / "db")
+def test_hnsw_is_cached_and_extended_on_reopen(tmp_path: Path) -> None:
+    store = _store(tmp_path / "db", index_kind="hnsw16")
     vecs = _vectors(1000)
     ids = store.add(_records(1000), vecs)
-    assert store.info()["index"] == "hnsw"
+    assert str(store.info()["index"]).startswith("hnsw")
     hits = store.search(vecs[:20], 1)
     assert sum(h[0].id == ids[i] for i, h in enumerate(hits)) >= 19
     store.save_search_index()
-    assert list((tmp_path / "db").glob("hnsw-1000.faiss"))
+    assert list((tmp_path / "db").glob("ann-*.faiss"))
     more = _vectors(50, seed=5)
     more_ids = store.add(_records(50, "/z"), more)
     store.remove(ids[:10])
-    reopened = LocalStore(tmp_path / "db")  # loads the saved graph and adds the 50 new slots
+    reopened = LocalStore(tmp_path / "db")  # loads the saved graph; the 50 new slots are searchable too
+    assert reopened.index_kind == "hnsw16"  # remembered by the index
     found = reopened.search(more, 1)
     assert sum(h[0].id == more_ids[i] for i, h in enumerate(found)) >= 48
     assert all(h.id not in ids[:10] for row in reopened.search(vecs[:10], 5) for h in row)

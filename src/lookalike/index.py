@@ -22,8 +22,8 @@ from lookalike.search import calibration as calib
 from lookalike.search.calibration import Calibration
 from lookalike.search.matching import FIXED_NO_MATCH_BELOW, fixed_no_match
 from lookalike.search.results import Match, QueryResult
+from lookalike.store import open_store
 from lookalike.store.base import ItemRecord, ModelMismatchError, Store
-from lookalike.store.local import LocalStore
 
 QueryInput = str | os.PathLike[str] | Image.Image | bytes | int
 
@@ -62,10 +62,15 @@ class Index:
         *,
         model: str | Embedder | None = None,
         create: bool = True,
-        index_kind: str = "auto",
+        index_kind: str | None = None,
     ) -> Index:
-        """Open (or create) the index in folder ``db``. ``model`` defaults to the one that built it."""
-        return cls(LocalStore(db, index_kind=index_kind, create=create), model)
+        """Open (or create) the index at ``db``. ``model`` defaults to the one that built it.
+
+        ``db`` is a folder (the embedded store), a Milvus Lite ``.db`` file or ``milvus://HOST:PORT/NAME``.
+        ``index_kind`` (``auto``, ``flat``, ``hnsw32``, ``ivf4096,sq8`` ...) is remembered by the
+        embedded store; None keeps the recorded one.
+        """
+        return cls(open_store(db, index_kind=index_kind, create=create), model)
 
     # -- model ------------------------------------------------------------------------------------
     @property
@@ -96,24 +101,40 @@ class Index:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         remove_missing: bool = True,
         calibrate: bool | None = None,
+        ray: str | None = None,
     ) -> IngestReport:
         """Index files and folders (recursively), incrementally. Returns what was done and skipped.
 
         ``calibrate``: None (default) recalibrates score readings when the collection has no
         calibration or changed size by more than 20% (a bounded cost: at most 200 extra embeddings);
-        True forces it, False skips it.
+        True forces it, False skips it. ``ray`` (a Ray address, ``auto`` or ``local``) embeds on a Ray
+        cluster instead of this process; ``workers`` is then the number of Ray actors.
         """
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
-        report = ingest(
-            self.store,
-            self.model,
-            list(paths),
-            progress=progress,
-            workers=workers,
-            max_pixels=max_pixels,
-            remove_missing=remove_missing,
-        )
+        if ray is not None:
+            from lookalike.distributed.ray_ingest import ingest_ray
+
+            report = ingest_ray(
+                self.store,
+                self.model,
+                list(paths),
+                address=ray,
+                workers=workers,
+                progress=progress,
+                max_pixels=max_pixels,
+                remove_missing=remove_missing,
+            )
+        else:
+            report = ingest(
+                self.store,
+                self.model,
+                list(paths),
+                progress=progress,
+                workers=workers,
+                max_pixels=max_pixels,
+                remove_missing=remove_missing,
+            )
         if calibrate or (calibrate is None and self.calibration_stale()):
             self.calibrate()
         return report

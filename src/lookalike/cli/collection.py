@@ -16,7 +16,13 @@ from lookalike.ingest import IngestReport
 from lookalike.search.results import QueryResult
 
 DbOption = Annotated[
-    Path, typer.Option("--db", envvar="LOOKALIKE_DB", help="Index folder (created by `index` if missing).")
+    Path,
+    typer.Option(
+        "--db",
+        envvar="LOOKALIKE_DB",
+        help="Index folder (created by `index` if missing), a Milvus Lite file (*.milvus.db) "
+        "or milvus://HOST:PORT/COLLECTION.",
+    ),
 ]
 DEFAULT_DB = Path("lookalike.db")
 
@@ -34,8 +40,26 @@ def index_command(
     model: Annotated[
         str | None, typer.Option(help="Model name (see `lookalike models`); default: the index's.")
     ] = None,
-    index_type: Annotated[str, typer.Option("--index", help="Search structure: auto, flat (exact) or hnsw.")] = "auto",
-    workers: Annotated[int | None, typer.Option(help="Decode threads (default: min(4, CPUs)).")] = None,
+    index_type: Annotated[
+        str | None,
+        typer.Option(
+            "--index",
+            help="Search structure: auto (default), flat (exact), hnsw32, ivf4096,sq8, ivf16384,pq64, "
+            "pca256,ivf1024,sq8 ... (remembered by the index).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Decode threads (default: min(4, CPUs)); with --ray: Ray actors.")
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Embed on a Ray cluster: its address (HOST:PORT), 'auto' (RAY_ADDRESS / `ray start`) or "
+            "'local'. Needs `pip install lookalike[distributed]`.",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -43,7 +67,7 @@ def index_command(
     with friendly_errors():
         index = Index.open(db, model=model, index_kind=index_type)
         with BarProgress(enabled=not (quiet or json_output)) as progress:
-            report = index.add(paths, progress=progress, workers=workers)
+            report = index.add(paths, progress=progress, workers=workers, ray=ray)
         if json_output:
             print_json({"db": str(db), "count": len(index), **report.to_dict()})
         else:

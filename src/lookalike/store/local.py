@@ -22,11 +22,22 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.store.base import Hit, ItemRecord, ModelMismatchError, Store, StoreError
-from lookalike.store.vector_index import AUTO_EXACT_LIMIT, FlatIndex, HNSWIndex, VectorIndex
+from lookalike.store.vector_index import (
+    AUTO_EXACT_FLOATS,
+    AnnIndex,
+    FlatIndex,
+    IndexSpec,
+    IndexSpecError,
+    VectorIndex,
+    auto_spec,
+    parse_cache_name,
+    parse_spec,
+    slug_of,
+)
 
 FORMAT_VERSION = 1
 DB_FILE = "items.sqlite"
-INDEX_KINDS = ("auto", "flat", "hnsw")
+INDEX_KINDS = ("auto", "flat", "hnsw32", "ivf4096,sq8", "ivf16384,pq64", "pca256,ivf1024,sq8")  # examples
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,9 +83,12 @@ def _record(row: tuple) -> ItemRecord:
 class LocalStore(Store):
     """Items and vectors in one folder. Thread-safe; several processes may read, one writes at a time."""
 
-    def __init__(self, folder: str | os.PathLike[str], *, index_kind: str = "auto", create: bool = True) -> None:
-        if index_kind not in INDEX_KINDS:
-            raise StoreError(f"unknown index kind {index_kind!r}; choose one of {', '.join(INDEX_KINDS)}")
+    def __init__(self, folder: str | os.PathLike[str], *, index_kind: str | None = None, create: bool = True) -> None:
+        if index_kind is not None:
+            try:
+                index_kind = parse_spec(index_kind).text  # dimension checks wait until the dim is known
+            except IndexSpecError as exc:
+                raise StoreError(str(exc)) from exc
         self.folder = Path(folder)
         if not (self.folder / DB_FILE).exists():
             if not create:
@@ -82,8 +96,12 @@ class LocalStore(Store):
             if self.folder.exists() and any(self.folder.iterdir()):
                 raise StoreError(f"{self.folder} exists and is not a lookalike index; choose an empty folder")
             self.folder.mkdir(parents=True, exist_ok=True)
-        self.index_kind = index_kind
         self._lock = threading.RLock()
+        self._build_lock = threading.Lock()
+        self._bg: threading.Thread | None = None
+        self._bg_error: str | None = None
+        self._ann: AnnIndex | None = None
+        self._ann_tag = ""
         self._loaded_generation = -1
         self._pending: list[tuple[str, object]] = []  # in-memory changes of the transaction in flight
         self._db = sqlite3.connect(self.folder / DB_FILE, check_same_thread=False, isolation_level=None)
@@ -101,9 +119,14 @@ class LocalStore(Store):
         version = self._meta("format_version")
         if version != FORMAT_VERSION:
             raise StoreError(f"index format {version} is not supported by this lookalike (needs {FORMAT_VERSION})")
+        recorded = self._meta("index_kind")
+        if index_kind is not None and index_kind != recorded:
+            with self._write_txn():
+                self._set_meta("index_kind", index_kind)  # later opens (search, web) use the same kind
+        #: The user's index spec (``auto`` or a factory string), remembered in the index.
+        self.index_kind: str = index_kind or str(recorded or "auto")
+        self._check_kind(self._meta("dim"))
         self._search: VectorIndex | None = None
-        self._hnsw: HNSWIndex | None = None
-        self._hnsw_vector_file: object = None
         self._refresh()
 
     # -- metadata -------------------------------------------------------------------------------
@@ -134,6 +157,7 @@ class LocalStore(Store):
             current = self._meta("model")
             if current is not None and current != identity:
                 raise ModelMismatchError(_mismatch_message(current, identity))  # type: ignore[arg-type]
+            self._check_kind(identity["dim"])
             self._set_meta("model", identity)
             self._set_meta("dim", identity["dim"])
             self._pending.append(("reload", None))
@@ -223,49 +247,159 @@ class LocalStore(Store):
         assert self._search is not None
         return self._search
 
-    def _build_search(self) -> None:
-        n_live = int(self._live.sum())
-        kind = self.index_kind
-        if kind == "auto":
-            kind = "hnsw" if n_live > AUTO_EXACT_LIMIT else "flat"
-        if kind == "flat":
-            self._search = FlatIndex(self._matrix, self._live)
-            return
-        vector_file = self._meta("vector_file")
-        if self._hnsw is None or self._hnsw_vector_file != vector_file:
-            self._hnsw = self._load_hnsw()  # first use, or slots were renumbered by a compaction
-            self._hnsw_vector_file = vector_file
-        hnsw = self._hnsw
-        n_slots = len(self._live)
-        dead_in_graph = hnsw.size - int(self._live[: hnsw.covered_slots].sum()) if hnsw.covered_slots <= n_slots else -1
-        if hnsw.covered_slots > n_slots or dead_in_graph > 0.25 * max(1, hnsw.size):
-            hnsw = HNSWIndex(self._matrix.shape[1])  # compaction renumbered slots, or too much garbage
-        new = np.arange(hnsw.covered_slots, n_slots)
-        new = new[self._live[new]]
-        hnsw.add(new, np.asarray(self._matrix[new]))
-        hnsw.covered_slots = n_slots
-        self._hnsw = hnsw
-        self._search = hnsw
-
-    def _load_hnsw(self) -> HNSWIndex:
-        dim = self._matrix.shape[1]
-        files = sorted(self.folder.glob("hnsw-*.faiss"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
-        if files and self._meta("hnsw_vector_file") == self._meta("vector_file"):
+    def _check_kind(self, dim: object) -> None:
+        """Fail at open (not after embedding a folder) when the index spec cannot fit the vectors."""
+        if dim is not None and self.index_kind != "auto":
             try:
-                loaded = HNSWIndex.load(files[-1])
-                if loaded.index.d == dim:
-                    return loaded
-            except Exception:  # a damaged cache is rebuilt, never trusted
-                pass
-        return HNSWIndex(dim)
+                parse_spec(self.index_kind, int(dim))  # type: ignore[call-overload]
+            except IndexSpecError as exc:
+                raise StoreError(f"--index {self.index_kind}: {exc}") from exc
+
+    def _vector_tag(self) -> str:
+        return str(self._meta("vector_file")).removesuffix(".f32").replace("-", "")
+
+    def _want_spec(self, n_live: int, dim: int) -> IndexSpec:
+        if self.index_kind == "auto":
+            return auto_spec(n_live, dim)
+        try:
+            return parse_spec(self.index_kind, dim)
+        except IndexSpecError as exc:
+            raise StoreError(str(exc)) from exc
+
+    def _cached_spec(self, trained: int, dim: int) -> IndexSpec:
+        """The spec a cache file was built with: ``auto`` is a pure function of (trained, dim)."""
+        return auto_spec(trained, dim) if self.index_kind == "auto" else self._want_spec(trained, dim)
+
+    def _build_search(self) -> None:
+        n_slots = len(self._live)
+        n_live = int(self._live.sum())
+        dim = self._matrix.shape[1]
+        want = self._want_spec(n_live, dim)
+        if want.kind == "flat" or n_live < want.min_train():
+            self._search = FlatIndex(self._matrix, self._live)  # exact: fast enough, or too few to train
+            return
+        ann = self._ann
+        if ann is None or ann.path is None or ann.covered > n_slots or self._ann_tag != self._vector_tag():
+            ann = self._load_ann(n_slots, dim)
+        if ann is None:
+            ann = self._build_ann(want, n_slots)  # first time: build now (later rebuilds run in background)
+        self._ann = ann.attach(self._matrix, self._live)
+        self._search = ann
+        if self._needs_retrain(ann, n_live) or ann.tail > self._tail_limit(ann.covered, dim):
+            self._start_background_build()
+
+    def _needs_retrain(self, ann: AnnIndex, n_live: int) -> bool:
+        """Coarse structures (IVF centroids, PCA, codebooks) go stale when the collection grows 4x."""
+        return ann.spec.kind != "hnsw" and n_live > 4 * max(1, ann.trained)
+
+    @staticmethod
+    def _tail_limit(covered: int, dim: int) -> int:
+        """Rows left to exact tail scan before merging them into the ANN file (~1-2 ms of scan)."""
+        return int(max(0.01 * covered, AUTO_EXACT_FLOATS / (8 * max(1, dim))))
+
+    def _ann_files(self) -> list[Path]:
+        slug = slug_of(self.index_kind)
+        files = []
+        for path in self.folder.glob("ann-*.faiss"):
+            try:
+                file_slug, tag, _, _ = parse_cache_name(path.name)
+            except ValueError:
+                continue
+            if file_slug == slug and tag == self._vector_tag():
+                files.append(path)
+        return sorted(files, key=lambda p: parse_cache_name(p.name)[3])
+
+    def _load_ann(self, n_slots: int, dim: int) -> AnnIndex | None:
+        for path in reversed(self._ann_files()):
+            _, _, trained, covered = parse_cache_name(path.name)
+            if covered > n_slots:
+                continue
+            try:
+                loaded = AnnIndex.load(self._cached_spec(trained, dim), path)
+            except Exception:  # a damaged or foreign cache is rebuilt, never trusted
+                continue
+            if loaded.index.d == dim:
+                self._ann_tag = self._vector_tag()
+                return loaded
+        return None
+
+    def _build_ann(self, spec: IndexSpec, n_slots: int, base: AnnIndex | None = None) -> AnnIndex:
+        """Train (or extend ``base``), save atomically, and reopen memory-mapped."""
+        tag = self._vector_tag()
+        if base is not None and base.path is not None:
+            ann = AnnIndex.load(base.spec, base.path, mmap=False)  # a private, writable copy
+            ann.extend(self._matrix, n_slots)
+        else:
+            ann = AnnIndex.build(spec, self._matrix, self._live.copy(), n_slots)
+        path = ann.save(self.folder, slug_of(self.index_kind), tag)
+        for old in self._ann_files():
+            if old != path:
+                old.unlink(missing_ok=True)
+        self._ann_tag = tag
+        return AnnIndex.load(ann.spec, path)
+
+    def _start_background_build(self) -> None:
+        """Retrain or merge the tail in a thread; searches keep using the current index meanwhile."""
+        if self._bg is not None and self._bg.is_alive():
+            return
+
+        def job(matrix: np.ndarray, live: np.ndarray, tag: str) -> None:
+            try:
+                with self._build_lock:
+                    n_slots, n_live, dim = matrix.shape[0], int(live.sum()), matrix.shape[1]
+                    current = self._ann
+                    if current is None or tag != self._vector_tag_safe():
+                        return
+                    retrain = self._needs_retrain(current, n_live)
+                    spec = self._want_spec(n_live, dim)
+                    if retrain:
+                        ann = AnnIndex.build(spec, matrix, live, n_slots)
+                    else:
+                        ann = AnnIndex.load(current.spec, current.path, mmap=False)  # type: ignore[arg-type]
+                        ann.extend(matrix, n_slots)
+                    with self._lock:
+                        if tag != self._vector_tag():
+                            return  # compaction renumbered slots meanwhile: this build is void
+                        path = ann.save(self.folder, slug_of(self.index_kind), tag)
+                        for old in self._ann_files():
+                            if old != path:
+                                old.unlink(missing_ok=True)
+                        self._ann = AnnIndex.load(ann.spec, path)
+                        self._ann_tag = tag
+                        self._search = None  # re-attached to the newest vectors on the next search
+            except Exception as exc:  # the old index keeps serving; the next open retries
+                self._bg_error = f"{type(exc).__name__}: {exc}"
+
+        self._bg = threading.Thread(
+            target=job, args=(self._matrix, self._live.copy(), self._vector_tag()), daemon=True, name="ann-build"
+        )
+        self._bg.start()
+
+    def _vector_tag_safe(self) -> str:
+        with self._lock:
+            return self._vector_tag()
+
+    def wait_for_index(self, timeout: float | None = None) -> None:
+        """Block until a background (re)build of the ANN index, if any, has finished."""
+        bg = self._bg
+        if bg is not None:
+            bg.join(timeout)
 
     def save_search_index(self) -> None:
-        """Persist the HNSW graph (a cache: losing it only costs a rebuild)."""
+        """Make the ANN cache cover what was added (a cache: losing it only costs a rebuild)."""
+        self.wait_for_index()
         with self._lock:
-            if self._hnsw is not None and self._ensure_search() is self._hnsw:
-                self._hnsw.save(self.folder)
-                with self._write_txn():
-                    self._set_meta("hnsw_vector_file", self._meta("vector_file"))
+            search = self._ensure_search()
+            if not isinstance(search, AnnIndex):
+                return
+            dim = self._matrix.shape[1]
+            n_live = int(self._live.sum())
+            if self._needs_retrain(search, n_live):
+                self._ann = self._build_ann(self._want_spec(n_live, dim), len(self._live))
+                self._search = None
+            elif search.tail > self._tail_limit(search.covered, dim) // 4:
+                self._ann = self._build_ann(search.spec, len(self._live), base=search)
+                self._search = None
 
     def _append_vectors(self, vectors: np.ndarray) -> int:
         """Write rows after the committed slots (inside the write transaction); return the first slot."""
@@ -471,9 +605,9 @@ class LocalStore(Store):
                 self._set_meta("n_slots", len(rows))
                 self._pending.append(("reload", None))
             del old
-            self._hnsw = None
-            for stale in self.folder.glob("hnsw-*.faiss"):
-                stale.unlink(missing_ok=True)
+            self._ann = None
+            for stale in [*self.folder.glob("hnsw-*.faiss"), *self.folder.glob("ann-*.faiss")]:
+                stale.unlink(missing_ok=True)  # slots were renumbered: derived caches are void
             self._remove_orphans()
             self._refresh()
             return True
@@ -500,6 +634,7 @@ class LocalStore(Store):
                 "preprocessing": model.get("preprocessing") if isinstance(model, dict) else None,
                 "dimensions": self._meta("dim"),
                 "index": self._ensure_search().kind,
+                "index_spec": self.index_kind,
                 "size_bytes": self.disk_bytes(),
                 "created_at": self._meta("created_at"),
                 "updated_at": self._meta("updated_at"),

@@ -1,0 +1,1 @@
+"""Running lookalike on existing distributed engines (Ray for embedding; Milvus lives in store/)."""
