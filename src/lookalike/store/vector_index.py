@@ -40,7 +40,6 @@ import numpy as np
 AUTO_EXACT_FLOATS = 20_000 * 1280
 #: Kept for callers of the old constant (items of 1280-d vectors).
 AUTO_EXACT_LIMIT = 20_000
-#: ``auto`` above the exact limit reduces vectors wider than this with PCA before IVF + SQ8.
 _CHUNK = 32_768  # rows per add/transform step, so building never copies the whole vector file
 
 
