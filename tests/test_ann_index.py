@@ -92,7 +92,7 @@ def test_auto_policy_exact_then_ivf() -> None:
     assert auto_spec(20_000, 1280).kind == "flat"
     assert auto_spec(400_000, 64).kind == "flat"  # 64-d hashes: 400k is the same ~4 ms scan
     big = auto_spec(1_000_000, 1280)
-    assert (big.kind, big.pca, big.nlist, big.encoding) == ("ivf", 256, 1024, "sq8")
+    assert (big.kind, big.pca, big.nlist, big.encoding) == ("ivf", 0, 1024, "sq8")  # full width: recall
     assert big.rerank > 0
     assert auto_spec(4_000_000, 1280).nlist == 2048
     assert auto_spec(100_000, 128).pca == 0
