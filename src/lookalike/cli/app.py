@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lookalike.cli import collection
+from lookalike.cli import collection, train
 
 app = typer.Typer(
     name="lookalike",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 collection.register(app)
+train.register(app)
 
 
 def main() -> None:
