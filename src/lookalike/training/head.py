@@ -46,6 +46,7 @@ class HeadConfig:
     scale: float = 16.0
     label_smoothing: float = 0.1
     patience: int = 6
+    max_gallery: int = 10_000  # training images searched by validation queries each epoch (cost cap)
     views: int | None = None  # augmented views per training image; None: 2 up to 10k images, else 0
     seed: int = 0
 
@@ -156,6 +157,9 @@ def train_head(
     has_val = val_features is not None and val_labels is not None and len(val_features) > 0
     gallery = gallery_features if gallery_features is not None else np.zeros((0, in_dim), np.float32)
     g_labels = gallery_labels if gallery_labels is not None else np.zeros(0, np.int64)
+    if len(gallery) > config.max_gallery:  # a fixed random subset: per-epoch validation stays cheap
+        keep = np.sort(np.random.default_rng(config.seed).permutation(len(gallery))[: config.max_gallery])
+        gallery, g_labels = gallery[keep], g_labels[keep]
 
     def evaluate() -> float | None:
         if not has_val:
