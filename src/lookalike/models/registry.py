@@ -62,9 +62,21 @@ def _load_builtins() -> None:
     from lookalike.models import builtin  # noqa: F401
 
 
+def builtin_names() -> set[str]:
+    _load_builtins()
+    return set(_REGISTRY)
+
+
+def _trained_models() -> list[ModelInfo]:
+    """Models saved by ``lookalike train`` (user packages); looked up lazily, after the built-ins."""
+    from lookalike.training.package import list_packages
+
+    return [ModelInfo(p.name, p.embedder, p.describe(), int(p.config["dim"]), True) for p in list_packages()]
+
+
 def list_models() -> list[ModelInfo]:
     _load_builtins()
-    return sorted(_REGISTRY.values(), key=lambda info: info.name)
+    return sorted([*_REGISTRY.values(), *_trained_models()], key=lambda info: info.name)
 
 
 def create_model(name: str = DEFAULT_MODEL, **kwargs: object) -> Embedder:
@@ -75,5 +87,10 @@ def create_model(name: str = DEFAULT_MODEL, **kwargs: object) -> Embedder:
         return _REGISTRY[name].factory(**kwargs)
     if variant and key in _REGISTRY:
         return _REGISTRY[key].factory(variant=variant, **kwargs)
+    from lookalike.training.package import find_package  # a model trained with `lookalike train`
+
+    package = find_package(name)
+    if package is not None:
+        return package.embedder(**kwargs)  # type: ignore[arg-type]
     known = ", ".join(sorted(_REGISTRY)) or "(none)"
     raise UnknownModelError(f"unknown model {name!r}; known models: {known}")

@@ -1,0 +1,74 @@
+"""Pieces both recipes share: per-epoch statistics, early stopping, seeding, the progress protocol."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One epoch: mean training loss and validation Recall@1 (``None`` without a validation split)."""
+
+    epoch: int  # 0 = before any training (the untrained network)
+    epochs: int
+    loss: float | None
+    val_recall_at_1: float | None
+    best_recall_at_1: float | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class TrainProgress:
+    """Callbacks from a training run; the CLI implements them with a progress bar. No-ops by default."""
+
+    def stage(self, name: str, total: int | None) -> None:
+        """A new stage starts (``"scan"``, ``"features"``, ``"decode"``, ``"train"``, ``"export"``)."""
+
+    def advance(self, n: int = 1) -> None:
+        """``n`` more units of the current stage are done."""
+
+    def epoch(self, stats: EpochStats) -> None:
+        """An epoch (or the epoch-0 evaluation of the untrained network) finished."""
+
+    def message(self, text: str) -> None:
+        """Something the user should read (skipped files, early stop)."""
+
+
+class EarlyStopping:
+    """Stop after ``patience`` epochs without a strictly better validation Recall@1; remember the best."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.bad_epochs = 0
+
+    def update(self, epoch: int, score: float | None) -> bool:
+        """Record an epoch; True when it is the new best (always, without validation)."""
+        if score is None:
+            self.best_epoch = epoch
+            return True
+        if self.best is None or score > self.best + 1e-9:
+            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.best is not None and self.bad_epochs >= self.patience
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, numpy and torch so two runs with one seed train the same network (on one machine)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)

@@ -1,0 +1,237 @@
+"""Recipe ``scratch``: the original system's CNN, trained from random weights, for parity and comparison.
+
+Architecture (as in the original car-type classifier): 100x100 RGB input; seven 3x3 convolutions
+without padding (32, 32, 64, 64, 128, 128, 128 channels), each followed by BatchNorm and ReLU, 2x2 max
+pooling after the 2nd, 4th and 7th (100 -> 96 -> 48 -> 44 -> 22 -> 16 -> 8, so 128 x 8 x 8 = 8192
+values); then fully connected 8192 -> 514 -> 128 -> classes, BatchNorm + ReLU after the first two.
+Trained as a classifier (cross-entropy); afterwards the 128-d and class layers are dropped and the
+514-d fc1 activation is the embedding.
+
+Cost: about 1 GFLOP per 100x100 image forward, ~3 GFLOP forward + backward, so roughly 10-20 images/s
+per epoch on 2 CPU cores: fine for a few thousand images, hours for 60,000 (use ``head`` there).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lookalike.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor
+from lookalike.training.common import EarlyStopping, EpochStats, TrainProgress, seed_everything
+from lookalike.training.head import validation_recall
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+INPUT_SIZE = 100
+EMBED_DIM = 514
+_CONV = (32, 32, 64, 64, 128, 128, 128)
+_POOL_AFTER = (1, 3, 6)  # zero-based: after the 2nd, 4th and 7th convolution
+
+
+def preprocessor() -> ImagePreprocessor:
+    """Whole image squashed to 100x100, ImageNet mean/std: the same at training and inference."""
+    return ImagePreprocessor(size=INPUT_SIZE)
+
+
+@dataclass
+class ScratchConfig:
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 4
+    max_gallery: int = 5000  # training images searched by validation queries each epoch
+    seed: int = 0
+    device: str = "cpu"  # a torch device; the benchmark trains the 60k-image run on a GPU
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def build_scratch(n_classes: int) -> nn.Module:
+    import torch
+    from torch import nn
+
+    class ScratchCNN(nn.Module):
+        """``forward`` -> class logits; ``embed`` -> the 514-d fc1 activation."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            layers: list[nn.Module] = []
+            channels = 3
+            for i, out in enumerate(_CONV):
+                layers += [nn.Conv2d(channels, out, 3, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+                if i in _POOL_AFTER:
+                    layers.append(nn.MaxPool2d(2))
+                channels = out
+            self.features = nn.Sequential(*layers)
+            self.fc1 = nn.Sequential(
+                nn.Linear(128 * 8 * 8, EMBED_DIM), nn.BatchNorm1d(EMBED_DIM), nn.ReLU(inplace=True)
+            )
+            self.fc2 = nn.Sequential(nn.Linear(EMBED_DIM, 128), nn.BatchNorm1d(128), nn.ReLU(inplace=True))
+            self.classifier = nn.Linear(128, n_classes)
+
+        def embed(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc1(torch.flatten(self.features(x), 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(self.fc2(self.embed(x)))
+
+    return ScratchCNN()
+
+
+def embedding_module(model: nn.Module) -> nn.Module:
+    """The inference network: input -> 514-d fc1 activation (classifier layers dropped)."""
+    import torch
+    from torch import nn
+
+    class ScratchEmbedding(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = model.features
+            self.fc1 = model.fc1
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc1(torch.flatten(self.features(x), 1))
+
+    return ScratchEmbedding().eval()
+
+
+@dataclass
+class ScratchResult:
+    state_dict: dict[str, object]
+    history: list[EpochStats] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+
+
+def _normalizer() -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0
+    return mean, std
+
+
+def embed_pixels(model: nn.Module, pixels: np.ndarray, batch: int = 256, device: str = "cpu") -> np.ndarray:
+    import torch
+
+    mean, std = (t.to(device) for t in _normalizer())
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(pixels), batch):
+            x = (torch.from_numpy(pixels[start : start + batch]).to(device).float() - mean) / std
+            out.append(model.embed(x).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, EMBED_DIM), np.float32)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 6) -> torch.Tensor:
+    """Random mirror + random shift by up to ``pad`` pixels (reflect padding), per image."""
+    import torch
+
+    n = x.shape[0]
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
+    size = x.shape[-1]
+    return torch.stack([padded[i, :, dy[i] : dy[i] + size, dx[i] : dx[i] + size] for i in range(n)])
+
+
+def train_scratch(
+    train_pixels: np.ndarray,
+    train_labels: np.ndarray,
+    n_classes: int,
+    config: ScratchConfig,
+    *,
+    val_pixels: np.ndarray | None = None,
+    val_labels: np.ndarray | None = None,
+    progress: TrainProgress | None = None,
+) -> ScratchResult:
+    """Train on ``(n, 3, 100, 100) uint8`` pixels; early stopping on validation Recall@1 of fc1."""
+    import torch
+    from torch import nn
+
+    progress = progress or TrainProgress()
+    rng = seed_everything(config.seed)
+    if config.device == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    gen = torch.Generator().manual_seed(config.seed)
+    model = build_scratch(n_classes).to(config.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = max(1, int(np.ceil(len(train_pixels) / config.batch_size)))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=steps * config.epochs, pct_start=0.15
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    mean, std = (t.to(config.device) for t in _normalizer())
+    y_all = torch.from_numpy(np.asarray(train_labels, dtype=np.int64)).to(config.device)
+    has_val = val_pixels is not None and val_labels is not None and len(val_pixels) > 0
+    gallery_idx = np.sort(rng.permutation(len(train_pixels))[: config.max_gallery])
+
+    def evaluate() -> float | None:
+        if not has_val:
+            return None
+        return validation_recall(
+            embed_pixels(model, val_pixels, device=config.device),
+            val_labels,
+            embed_pixels(model, train_pixels[gallery_idx], device=config.device),
+            np.asarray(train_labels)[gallery_idx],
+        )
+
+    result = ScratchResult(state_dict={})
+    stopper = EarlyStopping(config.patience)
+    start_time = time.perf_counter()
+    stats = EpochStats(0, config.epochs, None, evaluate(), None, 0.0)
+    result.history.append(stats)
+    progress.epoch(stats)
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        order = rng.permutation(len(train_pixels))
+        total, seen = 0.0, 0
+        for step in range(steps):
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on a single image
+                scheduler.step()
+                continue
+            x = (torch.from_numpy(train_pixels[np.sort(idx)]).to(config.device).float() - mean) / std
+            x = _augment(x, gen)
+            loss = loss_fn(model(x), y_all[np.sort(idx)])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+        score = evaluate()
+        if stopper.update(epoch, score):
+            result.state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        stats = EpochStats(epoch, config.epochs, total / max(seen, 1), score, stopper.best, time.perf_counter() - t0)
+        result.history.append(stats)
+        progress.epoch(stats)
+        if stopper.should_stop:
+            result.stopped_early = epoch < config.epochs
+            progress.message(
+                f"early stop after epoch {epoch}: validation Recall@1 has not improved for "
+                f"{config.patience} epochs (best {stopper.best:.3f} at epoch {stopper.best_epoch})"
+            )
+            break
+    result.best_epoch = stopper.best_epoch
+    result.train_seconds = time.perf_counter() - start_time
+    return result
+
+
+def load_scratch(state_dict: dict[str, object], n_classes: int) -> nn.Module:
+    model = build_scratch(n_classes)
+    model.load_state_dict(state_dict)  # type: ignore[arg-type]
+    return model.eval()
