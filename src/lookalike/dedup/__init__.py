@@ -4,7 +4,7 @@ from lookalike.dedup.groups import DupGroup, anchored_groups, default_threshold,
 from lookalike.dedup.keep import KEEP_RULES, choose_keep, keep_key
 from lookalike.dedup.quarantine import QuarantineError, quarantine, restore, restore_files
 from lookalike.dedup.sweep import DEFAULT_SWEEP_THRESHOLD, SweepResult, sweep
-from lookalike.dedup.threshold import CalibrationUnavailable, threshold_for_precision
+from lookalike.dedup.threshold import CalibrationUnavailable, precision_threshold
 
 __all__ = [
     "DEFAULT_SWEEP_THRESHOLD",
@@ -23,5 +23,5 @@ __all__ = [
     "restore",
     "restore_files",
     "sweep",
-    "threshold_for_precision",
+    "precision_threshold",
 ]
