@@ -19,8 +19,8 @@ from lookalike.dedup.groups import adjacency, central_order
 from lookalike.dedup.keep import choose_keep, keep_key
 from lookalike.dedup.threshold import CalibrationUnavailable, precision_threshold
 from lookalike.index import Index
-from lookalike.store.base import ItemRecord
 from lookalike.search.calibration import build_calibration, fallback, save_calibration
+from lookalike.store.base import ItemRecord
 from lookalike.store.local import LocalStore
 
 runner = CliRunner()

@@ -45,8 +45,12 @@ def dups_command(
     ] = None,
     precision: Annotated[
         float | None,
-        typer.Option(min=0.0, max=1.0, help="Pick the threshold that reaches this precision, from the collection's calibration "
-            "(`lookalike calibrate`), e.g. 0.99."),
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Pick the threshold that reaches this precision, from the collection's calibration "
+            "(`lookalike calibrate`), e.g. 0.99.",
+        ),
     ] = None,
     keep: Annotated[
         str, typer.Option(help=f"Which copy to keep: {', '.join(KEEP_RULES)} (best = most pixels, largest, oldest).")

@@ -19,9 +19,9 @@ __all__ = [
     "find_duplicate_groups",
     "keep_key",
     "knn_edges",
+    "precision_threshold",
     "quarantine",
     "restore",
     "restore_files",
     "sweep",
-    "precision_threshold",
 ]
