@@ -29,6 +29,7 @@ import numpy as np
 
 from lookalike.dedup.keep import DEFAULT_KEEP, keep_key
 from lookalike.store.base import ItemRecord, Store
+from lookalike.store.vector_index import AUTO_EXACT_LIMIT
 
 #: Cosine threshold per model, measured with bench/bench_neardup.py (see docs/cleaning.md).
 DEFAULT_THRESHOLDS: dict[str, float] = {
@@ -42,7 +43,9 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 }
 FALLBACK_THRESHOLD = 0.9
 DEFAULT_K = 16
-EXACT_GRAPH_LIMIT = 200_000
+#: Above this many distinct contents ``method='auto'`` asks the store's ANN index (the same switch
+#: point as the store's own ``auto`` index: exact search costs O(N²·d) and 100k items took > 20 min).
+EXACT_GRAPH_LIMIT = AUTO_EXACT_LIMIT
 LINKAGES = ("anchor", "complete")
 _BLOCK_BYTES = 128 * 1024 * 1024
 
