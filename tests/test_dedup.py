@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 from imagegen import center_crop, downscale, recompress
 from lookalike.cli.app import app
 from lookalike.dedup import anchored_groups, find_duplicate_groups, knn_edges, sweep
-from lookalike.dedup.groups import adjacency
+from lookalike.dedup.groups import adjacency, central_order
 from lookalike.dedup.keep import choose_keep, keep_key
-from lookalike.dedup.threshold import CalibrationUnavailable, threshold_for_precision
+from lookalike.dedup.threshold import CalibrationUnavailable, precision_threshold
 from lookalike.index import Index
+from lookalike.search.calibration import build_calibration, fallback, save_calibration
 from lookalike.store.base import ItemRecord
 from lookalike.store.local import LocalStore
 
@@ -59,6 +60,41 @@ def test_long_chain_does_not_become_one_giant_group() -> None:
         for member, score in members:
             assert float(vecs[anchor] @ vecs[member]) >= threshold - 1e-6
             assert score == pytest.approx(float(vecs[anchor] @ vecs[member]), abs=1e-5)
+
+
+def test_anchor_is_the_central_copy_not_the_biggest() -> None:
+    """The copy with most pixels is an edit at one side of the family, a downscale at the other side.
+
+    Anchoring on the kept copy would judge the downscale against the bordered edit (cos 50° < t) and
+    drop it; the central original anchors instead, so the whole family is one group.
+    """
+    vecs = _unit([25, 0, -25, 90])  # 0: bordered (most pixels, kept), 1: original, 2: downscaled, 3: other
+    threshold = float(np.cos(np.radians(30)))
+    adj = adjacency(knn_edges(vecs, 5, threshold))
+    order = central_order(adj, len(vecs))
+    assert order[0] == 1
+    (anchor, members), *rest = anchored_groups(order, adj)
+    assert anchor == 1 and {m for m, _ in members} == {0, 2} and not rest
+    assert anchored_groups([0, 1, 2, 3], adj) == [(0, [(1, pytest.approx(float(np.cos(np.radians(25))), abs=1e-4))])]
+
+
+def test_group_keeps_by_rule_and_scores_against_the_kept_copy(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "db")
+    store.set_model_identity({"name": "toy", "version": "1", "dim": 2, "preprocessing": "none", "input_size": 8})
+    recs = [
+        ItemRecord("/p/bordered.jpg", "s0", 900, 3, 1200, 1000),
+        ItemRecord("/p/original.jpg", "s1", 800, 1, 1000, 800),
+        ItemRecord("/p/small.jpg", "s2", 100, 2, 300, 240),
+    ]
+    store.add(recs, _unit([25, 0, -25]))
+    (group,) = find_duplicate_groups(store, float(np.cos(np.radians(30))))
+    assert group.keep.path == "/p/bordered.jpg"
+    assert [d.path for d in group.duplicates] == ["/p/original.jpg", "/p/small.jpg"]
+    assert group.scores == [
+        pytest.approx(float(np.cos(np.radians(25))), abs=1e-4),
+        pytest.approx(float(np.cos(np.radians(50))), abs=1e-4),  # via the anchor, not directly
+    ]
+    assert find_duplicate_groups(store, 0.8, keep="oldest")[0].keep.path == "/p/original.jpg"
 
 
 def test_knn_edges_match_brute_force_in_small_blocks() -> None:
@@ -148,27 +184,51 @@ def test_not_dup_marks_are_respected_and_persist(toy_store: LocalStore, tmp_path
     ]
 
 
-def test_precision_needs_calibration(toy_store: LocalStore) -> None:
-    with pytest.raises(CalibrationUnavailable, match="no duplicate calibration"):
-        threshold_for_precision(toy_store, 0.99)
-    toy_store.set_meta("duplicate_calibration", {"model": "toy", "points": [[0.8, 0.9], [0.9, 0.97], [0.95, 0.995]]})
-    assert threshold_for_precision(toy_store, 0.95) == 0.9
-    assert threshold_for_precision(toy_store, 0.99) == 0.95
-    with pytest.raises(CalibrationUnavailable, match="reaches precision"):
-        threshold_for_precision(toy_store, 0.999)
+def test_precision_uses_the_collection_calibration(toy_store: LocalStore) -> None:
+    with pytest.raises(CalibrationUnavailable, match="lookalike calibrate"):
+        precision_threshold(toy_store, 0.99)  # never calibrated
+    save_calibration(toy_store, fallback("only 4 images indexed", 4, "toy"))
+    with pytest.raises(CalibrationUnavailable, match="only 4 images indexed"):
+        precision_threshold(toy_store, 0.99)
+    rng = np.random.default_rng(0)
+    copies = np.clip(rng.normal(0.93, 0.03, 300), -1, 1)
+    neighbours = np.clip(rng.normal(0.6, 0.08, 500), -1, 1)
+    cal = build_calibration(copies, neighbours, neighbours - 0.05)
+    cal.model, cal.n_items = "toy", 4
+    save_calibration(toy_store, cal)
+    loose, strict = precision_threshold(toy_store, 0.9), precision_threshold(toy_store, 0.999)
+    assert 0.6 < loose < strict <= 1.0
+    assert strict == pytest.approx(cal.threshold_for_precision(0.999))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        precision_threshold(toy_store, 1.0)
+    cal.model = "another_model"
+    save_calibration(toy_store, cal)
+    with pytest.raises(CalibrationUnavailable, match="another_model"):
+        precision_threshold(toy_store, 0.99)
+
+
+def test_cli_precision_without_calibration_is_a_clear_error(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    store = LocalStore(db)
+    store.set_model_identity({"name": "phash", "version": "1", "dim": 2, "preprocessing": "none", "input_size": 8})
+    store.add([ItemRecord("/p/a.jpg", "sha-a", 9, 1, 30, 30)], _unit([0]))
+    store.close()
+    result = runner.invoke(app, ["dups", "--db", str(db), "--precision", "0.99"])
+    assert result.exit_code == 2
+    assert "lookalike calibrate" in result.output and "Traceback" not in result.output
 
 
 # -- the real model on real photos -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def photo_collection(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """5 real photos plus real edits of two of them, indexed with mobilenet_v2."""
-    from photos_fixture import real_photos
+    from lookalike.evaluation.datasets import photos
 
     base = tmp_path_factory.mktemp("photos")
     root = base / "collection"
     root.mkdir()
     originals = []
-    for i, src in enumerate(real_photos(5)):
+    for i, src in enumerate(photos(5)):
         image = Image.open(src).convert("RGB")
         image.thumbnail((640, 640))
         path = root / f"photo{i}.jpg"

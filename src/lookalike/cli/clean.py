@@ -14,7 +14,7 @@ from lookalike.dedup.keep import DEFAULT_KEEP, KEEP_RULES
 from lookalike.dedup.quarantine import QuarantineReport, RestoreReport, quarantine, restore
 from lookalike.dedup.report import dups_html, sweep_html, write_html
 from lookalike.dedup.sweep import DEFAULT_SWEEP_THRESHOLD, sweep
-from lookalike.dedup.threshold import threshold_for_precision
+from lookalike.dedup.threshold import CalibrationUnavailable, precision_threshold
 from lookalike.imaging.load import ImageLoadError
 from lookalike.index import Index
 
@@ -45,7 +45,12 @@ def dups_command(
     ] = None,
     precision: Annotated[
         float | None,
-        typer.Option(min=0.0, max=1.0, help="Pick the threshold that reaches this precision (needs calibration)."),
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Pick the threshold that reaches this precision, from the collection's calibration "
+            "(`lookalike calibrate`), e.g. 0.99.",
+        ),
     ] = None,
     keep: Annotated[
         str, typer.Option(help=f"Which copy to keep: {', '.join(KEEP_RULES)} (best = most pixels, largest, oldest).")
@@ -76,7 +81,10 @@ def dups_command(
                 _mark_not_dup(index, not_dup, json_output)
                 return
             if precision is not None:
-                threshold = threshold_for_precision(index.store, precision)
+                try:
+                    threshold = precision_threshold(index.store, precision)
+                except (CalibrationUnavailable, ValueError) as exc:
+                    _fail(str(exc))
             model = str((index.store.model_identity or {}).get("name", ""))
             used = threshold if threshold is not None else default_threshold(model)
             groups = find_duplicate_groups(index.store, used, keep=keep, k=k, linkage=linkage)

@@ -34,6 +34,13 @@ def serve_command(
         list[str] | None, typer.Option(help="Allow browser calls from this origin (repeatable). None by default.")
     ] = None,
     hide_paths: Annotated[bool, typer.Option(help="Show file names instead of full server paths.")] = False,
+    quarantine_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder (outside the indexed ones) where the review page (/review) moves the files it "
+            "quarantines; needs --token-file. Undo with `lookalike restore MANIFEST`."
+        ),
+    ] = None,
 ) -> None:
     """Serve the search page and the JSON API (docs at /docs)."""
     import uvicorn
@@ -61,6 +68,7 @@ def serve_command(
             max_pixels=int(max_megapixels * 1_000_000),
             cors_origins=cors_origin or None,
             expose_paths=not hide_paths,
+            quarantine_dir=quarantine_dir,
         )
     writes = "enabled" if token and upload_dir else ("remove only" if token else "disabled (no --token-file)")
     err.print(f"lookalike: serving {db} on http://{host}:{port}  (write endpoints: {writes})")

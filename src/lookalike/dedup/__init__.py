@@ -4,7 +4,7 @@ from lookalike.dedup.groups import DupGroup, anchored_groups, default_threshold,
 from lookalike.dedup.keep import KEEP_RULES, choose_keep, keep_key
 from lookalike.dedup.quarantine import QuarantineError, quarantine, restore, restore_files
 from lookalike.dedup.sweep import DEFAULT_SWEEP_THRESHOLD, SweepResult, sweep
-from lookalike.dedup.threshold import CalibrationUnavailable, threshold_for_precision
+from lookalike.dedup.threshold import CalibrationUnavailable, precision_threshold
 
 __all__ = [
     "DEFAULT_SWEEP_THRESHOLD",
@@ -19,9 +19,9 @@ __all__ = [
     "find_duplicate_groups",
     "keep_key",
     "knn_edges",
+    "precision_threshold",
     "quarantine",
     "restore",
     "restore_files",
     "sweep",
-    "threshold_for_precision",
 ]

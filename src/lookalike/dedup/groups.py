@@ -6,11 +6,17 @@ Scale: the graph is built block by block (a few hundred to 4,096 query rows time
 
 Chaining: single-linkage grouping ("connected components of the similarity graph") glues A~B and
 B~C into one group even when A and C are unrelated, and on a large collection it grows giant
-clusters. We use *anchored* groups instead: items are visited best-copy-first (the keep rule); an
-unassigned item becomes an anchor and takes the unassigned neighbours that are within the threshold
-**of the anchor itself**. Every duplicate is therefore directly similar to the copy that is kept, and a
-group's diameter is bounded by two hops through the kept image. ``linkage="complete"`` is stricter:
-a member joins only if it is within the threshold of *every* member already in the group.
+clusters. We use *anchored* groups instead: every group has an anchor, and a member joins only if it
+is within the threshold **of the anchor itself**, so a group's diameter is bounded by two hops
+through the anchor. ``linkage="complete"`` is stricter: a member joins only if it is within the
+threshold of *every* member already in the group.
+
+Which item anchors: the most *central* one, i.e. the one with the most neighbours above the
+threshold (then the highest summed similarity to them). The copy to keep is chosen afterwards, among
+the group's members, by the keep rule. Anchoring on the kept copy instead (the one with most pixels)
+measured worse (bench/bench_neardup.py): the copy with most pixels is often an edited one (a border
+added, a rotation that expanded the canvas), and the other copies were then judged against that
+edit instead of against the unedited picture at the centre of the family.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 
 from lookalike.dedup.keep import DEFAULT_KEEP, keep_key
 from lookalike.store.base import ItemRecord, Store
+from lookalike.store.vector_index import AUTO_EXACT_LIMIT
 
 #: Cosine threshold per model, measured with bench/bench_neardup.py (see docs/cleaning.md).
 DEFAULT_THRESHOLDS: dict[str, float] = {
@@ -36,7 +43,9 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 }
 FALLBACK_THRESHOLD = 0.9
 DEFAULT_K = 16
-EXACT_GRAPH_LIMIT = 200_000
+#: Above this many distinct contents ``method='auto'`` asks the store's ANN index (the same switch
+#: point as the store's own ``auto`` index: exact search costs O(N²·d) and 100k items took > 20 min).
+EXACT_GRAPH_LIMIT = AUTO_EXACT_LIMIT
 LINKAGES = ("anchor", "complete")
 _BLOCK_BYTES = 128 * 1024 * 1024
 
@@ -132,6 +141,19 @@ def adjacency(edges: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dic
 
 
 # -- grouping ---------------------------------------------------------------------------------------
+def central_order(adj: dict[int, dict[int, float]], n: int) -> np.ndarray:
+    """Rows most-central-first: most neighbours above the threshold, then highest summed similarity.
+
+    Ties (and rows without neighbours) keep their index order, which callers make best-copy-first.
+    """
+    degree = np.zeros(n, dtype=np.int64)
+    strength = np.zeros(n, dtype=np.float64)
+    for row, neighbours in adj.items():
+        degree[row] = len(neighbours)
+        strength[row] = sum(neighbours.values())
+    return np.lexsort((np.arange(n), -strength, -degree))
+
+
 def anchored_groups(
     order: np.ndarray | list[int],
     adj: dict[int, dict[int, float]],
@@ -141,8 +163,10 @@ def anchored_groups(
     linkage: str = "anchor",
     forbidden: set[tuple[int, int]] | None = None,
 ) -> list[tuple[int, list[tuple[int, float]]]]:
-    """Group rows without chaining. ``order`` lists rows best-copy-first; returns ``(anchor, [(member, score)])``.
+    """Group rows without chaining. ``order``: candidate anchors, best first (see :func:`central_order`).
 
+    Returns ``(anchor, [(member, similarity to the anchor)])``; every member is within the threshold
+    of its anchor (the adjacency only holds such edges).
     ``forbidden`` holds row pairs ``(min, max)`` marked "not a duplicate": they never share a group.
     ``linkage="complete"`` needs ``vectors`` to check each candidate against every member.
     """
@@ -222,9 +246,10 @@ def find_duplicate_groups(
         edges = ann_edges(store, rep_ids, rep_vectors, k, threshold)
     else:
         raise ValueError(f"unknown method {method!r}; use auto, exact or ann")
+    adj = adjacency(edges)
     clusters = anchored_groups(
-        np.arange(len(shas)),
-        adjacency(edges),
+        central_order(adj, len(shas)),
+        adj,
         vectors=rep_vectors,
         threshold=threshold,
         linkage=linkage,
@@ -233,14 +258,19 @@ def find_duplicate_groups(
     groups: list[DupGroup] = []
     grouped: set[int] = set()
     for anchor, members in clusters:
-        grouped.add(anchor)
-        copies = sorted(by_sha[shas[anchor]], key=key)
+        rows_in = [anchor, *(m for m, _ in members)]
+        grouped.update(rows_in)
+        # shas are sorted best-first under the keep rule, so the smallest row holds the copy to keep
+        keep_row = min(rows_in)
+        copies = sorted(by_sha[shas[keep_row]], key=key)
         group = DupGroup(copies[0], copies[1:], [1.0] * (len(copies) - 1))
-        for member, score in members:
-            grouped.add(member)
-            for rec in sorted(by_sha[shas[member]], key=key):
-                group.duplicates.append(rec)
-                group.scores.append(min(1.0, float(score)))
+        others = sorted(r for r in rows_in if r != keep_row)
+        if others:
+            sims = rep_vectors[others] @ rep_vectors[keep_row]
+            for row, sim in zip(others, sims.tolist(), strict=True):
+                for rec in sorted(by_sha[shas[row]], key=key):
+                    group.duplicates.append(rec)
+                    group.scores.append(min(1.0, float(sim)))
         groups.append(group)
     for i, sha in enumerate(shas):
         if i not in grouped and len(by_sha[sha]) > 1:

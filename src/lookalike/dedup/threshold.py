@@ -1,38 +1,34 @@
-"""Thresholds: the measured defaults, and ``--precision P`` from a collection's calibration.
+"""``--precision P``: a threshold read from the collection's own calibration (search/calibration.py).
 
-Calibration (issue 5) stores, in the index metadata under ``duplicate_calibration``, measured points
-``{"model": NAME, "points": [[threshold, precision], ...]}``. Until a collection has been calibrated,
-asking for a precision is an error that says how to get one, never a silent guess.
+The calibration measures how edited copies of the collection's images score against their originals
+and how the nearest *different* images score; :func:`lookalike.search.calibration.threshold_for_precision`
+turns the two into the lowest threshold reaching a precision. Without a usable calibration, asking
+for a precision is an error that says how to get one, never a silent guess.
 """
 
 from __future__ import annotations
 
-from lookalike.dedup.groups import default_threshold
+from lookalike.search import calibration as calib
 from lookalike.store.base import Store, StoreError
-
-CALIBRATION_KEY = "duplicate_calibration"
 
 
 class CalibrationUnavailable(StoreError):
-    """``--precision`` was asked for but this index holds no usable duplicate calibration."""
+    """``--precision`` was asked for but this index holds no usable calibration."""
 
 
-def threshold_for_precision(store: Store, precision: float) -> float:
-    """The lowest threshold whose calibrated precision is at least ``precision``."""
-    if not 0.0 < precision <= 1.0:
-        raise ValueError("precision must be in (0, 1]")
-    calibration = store.get_meta(CALIBRATION_KEY)
-    model = (store.model_identity or {}).get("name")
-    if not isinstance(calibration, dict) or not calibration.get("points"):
+def precision_threshold(store: Store, precision: float) -> float:
+    """The lowest cosine threshold at which copies are told from non-copies with ``precision``."""
+    if not 0.0 < precision < 1.0:
+        raise ValueError("precision must be between 0 and 1 (exclusive), e.g. 0.99")
+    cal = calib.load_calibration(store)
+    model = str((store.model_identity or {}).get("name", ""))
+    hint = "run `lookalike calibrate --db DB` (needs at least 20 images still on disk), or use --threshold T"
+    if cal is None:
+        raise CalibrationUnavailable(f"this index has no calibration, so --precision has nothing to go by; {hint}")
+    if not cal.ok:
+        raise CalibrationUnavailable(f"this index's calibration is unusable ({cal.reason}); {hint}")
+    if cal.model and model and cal.model != model:
         raise CalibrationUnavailable(
-            "this index has no duplicate calibration, so --precision cannot be turned into a threshold; "
-            f"use --threshold T (the default for {model} is {default_threshold(str(model)):.3f})"
+            f"the calibration was measured with model {cal.model!r} but this index uses {model!r}; {hint}"
         )
-    if calibration.get("model") != model:
-        raise CalibrationUnavailable(
-            f"the calibration was made for model {calibration.get('model')!r}, this index uses {model!r}; recalibrate"
-        )
-    ok = [float(t) for t, p in calibration["points"] if float(p) >= precision]  # type: ignore[union-attr]
-    if not ok:
-        raise CalibrationUnavailable(f"no calibrated threshold reaches precision {precision}")
-    return min(ok)
+    return calib.threshold_for_precision(cal, precision)

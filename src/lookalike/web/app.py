@@ -33,6 +33,7 @@ from lookalike.index import Index
 from lookalike.search.results import Match, QueryResult
 from lookalike.store.base import ItemRecord
 from lookalike.web.batching import SearchBatcher
+from lookalike.web.review import register_review
 from lookalike.web.security import (
     MULTIPART_SLACK,
     BodyLimitMiddleware,
@@ -100,8 +101,11 @@ class _State:
         max_pixels: int,
         thumbnail_dir: Path,
         expose_paths: bool,
+        quarantine_dir: Path | None = None,
     ) -> None:
         self.index = index
+        self.quarantine_dir = quarantine_dir
+        self.decode_upload: Any = None  # set by create_app (it needs the request-size limits)
         self.owns_index = owns_index
         self.token = token
         self.upload_dir = upload_dir
@@ -186,6 +190,7 @@ def create_app(
     thumbnail_dir: str | os.PathLike[str] | None = None,
     cors_origins: list[str] | None = None,
     expose_paths: bool = True,
+    quarantine_dir: str | os.PathLike[str] | None = None,
 ) -> FastAPI:
     """Build the web app for an index (an open :class:`Index`, or the folder of one).
 
@@ -193,6 +198,8 @@ def create_app(
     answer 403. ``upload_dir``: where ``POST /api/items`` stores added images (required to add).
     ``cors_origins``: allowed browser origins for cross-site calls (none by default).
     ``expose_paths``: when False, results carry file names instead of full server paths.
+    ``quarantine_dir``: where the review page (``/review``) moves the files it quarantines (with the
+    token); without it quarantining answers 403.
     """
     if isinstance(index_or_db, Index):
         index, owns = index_or_db, False
@@ -212,6 +219,7 @@ def create_app(
         max_pixels=max_pixels,
         thumbnail_dir=Path(thumbnail_dir),
         expose_paths=expose_paths,
+        quarantine_dir=Path(quarantine_dir).absolute() if quarantine_dir is not None else None,
     )
 
     @asynccontextmanager
@@ -261,6 +269,8 @@ def create_app(
         async with state.decode_slots:
             image = await run_in_threadpool(state.decode, data)
         return data, image
+
+    state.decode_upload = decode_upload
 
     def require_token(authorization: str | None) -> None:
         if state.token is None:
@@ -433,6 +443,8 @@ def create_app(
         pages = max(1, math.ceil(total / PAGE_SIZE))
         items = [state.item_dict(r) for r in index.store.items(offset=(page_number - 1) * PAGE_SIZE, limit=PAGE_SIZE)]
         return page(request, "browse.html", items=items, page=page_number, pages=pages, total=total)
+
+    register_review(app, state, require_token, page)
 
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
     def api_docs(request: Request) -> HTMLResponse:

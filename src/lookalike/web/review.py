@@ -1,0 +1,161 @@
+"""Review before cleaning: duplicate groups or a sweep, ticked in the page, then quarantined.
+
+Reading (``GET /api/review/dups``, ``POST /api/review/sweep``) is open like search. Changing
+anything (``POST /api/review/quarantine``, ``POST /api/review/not-duplicates``) needs the bearer
+token; quarantining also needs a quarantine folder (``lookalike serve --quarantine-dir D``). Files
+are moved by :func:`lookalike.dedup.quarantine.quarantine`, with its manifest and all its safety
+rules (sha256 re-checked, never outside the indexed folders, nothing deleted): ``lookalike restore
+MANIFEST`` undoes it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from lookalike.dedup.groups import default_threshold, find_duplicate_groups
+from lookalike.dedup.keep import DEFAULT_KEEP, KEEP_RULES
+from lookalike.dedup.quarantine import QuarantineError, quarantine
+from lookalike.dedup.sweep import DEFAULT_SWEEP_THRESHOLD, sweep
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+#: Groups or sweep matches sent to the page at most (the rest: use the CLI with --html).
+MAX_REVIEW_ITEMS = 2000
+MAX_IDS = 10_000
+
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or wrong bearer token"},
+    403: {"description": "Disabled: no token (or no quarantine folder) configured"},
+    404: {"description": "An id is not in the index"},
+}
+
+
+class QuarantineRequest(BaseModel):
+    ids: list[int] = Field(min_length=1, max_length=MAX_IDS, description="Items to move (the ticked ones).")
+    reason: str = Field("reviewed in the web page", max_length=2000, description="Written to the manifest.")
+
+
+class NotDuplicatesRequest(BaseModel):
+    pairs: list[tuple[int, int]] = Field(
+        min_length=1, max_length=MAX_IDS, description="Item id pairs that are not duplicates of each other."
+    )
+
+
+def register_review(
+    app: FastAPI,
+    state: Any,
+    require_token: Callable[[str | None], None],
+    page: Callable[..., HTMLResponse],
+) -> None:
+    """Add the review page and its endpoints to ``app`` (``state`` is the app's shared state)."""
+    index = state.index
+
+    def with_score(rec: Any, score: float) -> dict[str, object]:
+        return {**state.item_dict(rec), "score": round(float(score), 4)}
+
+    @app.get("/api/review/dups", tags=["review"])
+    def review_dups(
+        threshold: Annotated[float | None, Query(ge=-1.0, le=1.0, description="Default: the model's.")] = None,
+        keep: Annotated[str, Query(description=f"Keep rule: {', '.join(KEEP_RULES)}.")] = DEFAULT_KEEP,
+    ) -> dict[str, object]:
+        """Exact and near-duplicate groups (as `lookalike dups`), each with the copy to keep."""
+        if keep not in KEEP_RULES:
+            raise HTTPException(422, f"unknown keep rule {keep!r}; choose one of {', '.join(KEEP_RULES)}")
+        used = threshold if threshold is not None else default_threshold(index.model_name)
+        groups = find_duplicate_groups(index.store, used, keep=keep)
+        shown, out = 0, []
+        for g in groups:
+            if shown >= MAX_REVIEW_ITEMS:
+                break
+            out.append(
+                {
+                    "keep": state.item_dict(g.keep),
+                    "duplicates": [with_score(d, s) for d, s in zip(g.duplicates, g.scores, strict=True)],
+                }
+            )
+            shown += 1 + len(g.duplicates)
+        return {"threshold": used, "keep_rule": keep, "total_groups": len(groups), "groups": out}
+
+    @app.post("/api/review/sweep", tags=["review"])
+    async def review_sweep(
+        like: Annotated[list[int] | None, Form(description="Indexed example item ids.")] = None,
+        unlike: Annotated[list[int] | None, Form(description="Indexed counter-example item ids.")] = None,
+        image: Annotated[UploadFile | None, File(description="An example picture from outside.")] = None,
+        threshold: Annotated[float, Form(ge=-1.0, le=1.0)] = DEFAULT_SWEEP_THRESHOLD,
+    ) -> dict[str, object]:
+        """Every indexed image like the examples (as `lookalike sweep`, a dry run)."""
+        examples: list[Any] = list(like or [])
+        for item_id in [*examples, *(unlike or [])]:
+            if index.item(item_id) is None:
+                raise HTTPException(404, f"no item with id {item_id}")
+        if image is not None and image.filename:
+            _, picture = await state.decode_upload(image)
+            examples.append(picture)
+        if not examples:
+            raise HTTPException(422, "give at least one example: an item id (like) or a picture (image)")
+        result = await run_in_threadpool(sweep, index, examples, list(unlike or []), threshold)
+        matches = [with_score(m.record, m.score) for m in result.matches[:MAX_REVIEW_ITEMS]]
+        return {"threshold": threshold, "count": len(result.matches), "matches": matches}
+
+    @app.post("/api/review/quarantine", tags=["review"], responses=_WRITE_ERRORS)
+    async def review_quarantine(
+        body: QuarantineRequest, authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, object]:
+        """Move the ticked files into the quarantine folder, with a manifest for `lookalike restore`."""
+        require_token(authorization)
+        if state.quarantine_dir is None:
+            raise HTTPException(403, "quarantine is disabled: the server was started without --quarantine-dir")
+        records = []
+        for item_id in dict.fromkeys(body.ids):
+            rec = index.item(item_id)
+            if rec is None:
+                raise HTTPException(404, f"no item with id {item_id} (already quarantined or removed?)")
+            records.append(rec)
+        async with state.add_lock:  # one change to the collection at a time
+            try:
+                report = await run_in_threadpool(
+                    quarantine, index.store, records, state.quarantine_dir, reason=body.reason
+                )
+            except QuarantineError as exc:
+                raise HTTPException(409, str(exc)) from exc
+        doc = report.to_dict()
+        if not state.expose_paths:
+            doc["manifest"] = os.path.basename(report.manifest)
+            for outcome in [*doc["moved"], *doc["skipped"]]:  # type: ignore[union-attr]
+                outcome["path"] = os.path.basename(outcome["path"])
+                outcome.pop("new_path", None)
+        doc["restore"] = f"lookalike restore {doc['manifest']}"
+        return doc
+
+    @app.post("/api/review/not-duplicates", tags=["review"], responses=_WRITE_ERRORS)
+    def review_not_duplicates(
+        body: NotDuplicatesRequest, authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, object]:
+        """Remember that these pairs are not duplicates; later `dups` runs never group them."""
+        require_token(authorization)
+        shas = []
+        for a, b in body.pairs:
+            ra, rb = index.item(a), index.item(b)
+            if ra is None or rb is None:
+                raise HTTPException(404, f"no item with id {a if ra is None else b}")
+            if ra.sha256 == rb.sha256:
+                raise HTTPException(422, f"items {a} and {b} have identical bytes: they are exact duplicates")
+            shas.append((ra.sha256, rb.sha256))
+        return {"marked": index.store.mark_not_duplicates(shas), "pairs": len(shas)}
+
+    @app.get("/review", response_class=HTMLResponse, include_in_schema=False)
+    def review_page(request: Request) -> HTMLResponse:
+        return page(
+            request,
+            "review.html",
+            writable=state.token is not None and state.quarantine_dir is not None,
+            dup_threshold=default_threshold(index.model_name),
+            sweep_threshold=DEFAULT_SWEEP_THRESHOLD,
+        )
