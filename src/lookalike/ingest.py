@@ -196,7 +196,8 @@ def ingest(
                 if path not in seen and not os.path.lexists(path):
                     stale_ids.append(item_id)
     report.removed = store.remove(sorted(set(stale_ids)))
-    store.record_skips(new_skips, forget=[f.path for f in todo if f.path not in {s[0] for s in new_skips}])
+    failed = {skip[0] for skip in new_skips}
+    store.record_skips(new_skips, forget=[f.path for f in todo if f.path not in failed])
     roots_meta = list(store.get_meta("roots") or [])  # type: ignore[arg-type]
     for root in abs_roots:
         folder = root if os.path.isdir(root) else os.path.dirname(root)

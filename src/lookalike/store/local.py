@@ -529,9 +529,11 @@ class LocalStore(Store):
     def paths_under(self, folder: str) -> list[tuple[int, str]]:
         """(id, path) of every item whose path lies under ``folder``."""
         prefix = folder.rstrip(os.sep) + os.sep
+        # A range on the path column's index: every string starting with prefix sorts in [prefix, prefix + max).
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, path FROM items WHERE substr(path, 1, ?) = ? OR path = ?", (len(prefix), prefix, folder)
+                "SELECT id, path FROM items WHERE (path >= ? AND path < ?) OR path = ?",
+                (prefix, prefix + "\U0010ffff", folder),
             ).fetchall()
         return [(int(i), p) for i, p in rows]
 
