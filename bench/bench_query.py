@@ -82,17 +82,18 @@ def recall_at_10(index: Index, vectors: np.ndarray, queries: np.ndarray) -> floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[8000, 100000])
-    parser.add_argument("--photos", type=int, default=400, help="real photos embedded as the base")
+    parser.add_argument("--held-out", type=int, default=50, help="real photos kept out as queries")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--baseline-queries", type=int, default=5)
     args = parser.parse_args()
 
-    files = photos(limit=args.photos + 50)
+    files = photos()
+    n_base = len(files) - args.held_out
     probe = Index.open(Path(tempfile.mkdtemp()) / "probe")
     model = probe.model
     pictures = [load_image(p, draft_size=224).image for p in files]
-    real = model.embed(pictures[: args.photos])
-    query_pictures = pictures[args.photos :]
+    real = model.embed(pictures[:n_base])
+    query_pictures = pictures[n_base:]
     identity = model.spec.identity()
 
     rows = []
@@ -111,7 +112,7 @@ def main() -> None:
             picks = [queries[i % n_queries][None] for i in range(args.queries)]
             search_ms = time_each(lambda q, index=index: index.store.search(q, 4), picks)
             images = [query_pictures[i % n_queries] for i in range(min(50, args.queries))]
-            full_ms = time_each(lambda im, index=index: index.search(im, k=4), images)
+            full_ms = time_each(lambda im, index=index: index.search(im, k=4), images, warmup=10)
             recall = recall_at_10(index, vectors, queries)
             rows.append(
                 [
