@@ -97,6 +97,95 @@ def _prepare(found: FoundFile, embedder: Embedder, max_pixels: int, known: Calla
         return Skip(found.path, "corrupt", f"{type(exc).__name__}: {exc}")
 
 
+class IngestRun:
+    """One indexing run's plan, report and closing steps, shared by the local and the Ray pipelines.
+
+    ``plan()`` walks the roots and returns the files that need work; the pipeline then reports each
+    file through ``failed``, ``reuse`` or ``commit``; ``finish()`` drops vanished files, remembers
+    failures, records the roots, compacts and saves the search index.
+    """
+
+    def __init__(self, store: Store, roots: Sequence[str | os.PathLike[str]], progress: Progress | None) -> None:
+        self.store = store
+        self.progress = progress or Progress()
+        self.report = IngestReport()
+        self.started = time.perf_counter()
+        self.roots = [os.path.abspath(os.fspath(r)) for r in roots]
+        self.states = store.file_states()
+        self.seen: set[str] = set()
+        self.todo: dict[str, FoundFile] = {}
+        self.new_skips: list[tuple[str, int, int, str, str]] = []
+
+    def skip(self, skip: Skip) -> None:
+        self.report.skipped.append(skip)
+        self.progress.skipped(skip)
+
+    def plan(self) -> list[FoundFile]:
+        """Walk the roots; unchanged files and unchanged known failures cost a stat call and no more."""
+        states, old_skips = self.states, self.store.known_skips()
+        for found in walk_images(
+            self.roots, self.skip, is_known=lambda p, size, mtime: _same(states.get(p), size, mtime)
+        ):
+            self.seen.add(found.path)
+            if _same(states.get(found.path), found.size, found.mtime_ns):
+                self.report.unchanged += 1
+                continue
+            old = old_skips.get(found.path)
+            if old and old[0] == found.size and old[1] == found.mtime_ns:
+                self.skip(Skip(found.path, old[2], old[3]))
+                continue
+            self.todo[found.path] = found
+        self.progress.found(len(self.todo))
+        return list(self.todo.values())
+
+    def failed(self, skip: Skip) -> None:
+        """A planned file that could not be read or decoded."""
+        self.skip(skip)
+        found = self.todo.get(skip.path)
+        if found:
+            self.new_skips.append((found.path, found.size, found.mtime_ns, skip.reason, skip.detail))
+        self.progress.advance()
+
+    def reuse(self, prepared: _Prepared) -> None:
+        """A planned file whose bytes are already indexed: a move or a copy, no new vector."""
+        _reuse_known_content(self.store, prepared, self.states, self.report)
+        self.progress.advance()
+
+    def commit(self, records: Sequence[ItemRecord], vectors: np.ndarray) -> None:
+        """Store one embedded batch in one atomic write."""
+        for rec in records:
+            if rec.path in self.states:
+                self.report.updated += 1
+            else:
+                self.report.added += 1
+        self.store.add(records, vectors)
+        self.report.embedded += len(records)
+        self.progress.advance(len(records))
+
+    def finish(self, remove_missing: bool) -> IngestReport:
+        store, report = self.store, self.report
+        # Files that became unreadable/non-images lose their stale vector; vanished files leave the index.
+        stale_ids = [self.states[s.path][0] for s in report.skipped if s.path in self.states]
+        if remove_missing:
+            for root in self.roots:
+                for item_id, path in store.paths_under(root):
+                    if path not in self.seen and not os.path.lexists(path):
+                        stale_ids.append(item_id)
+        report.removed = store.remove(sorted(set(stale_ids)))
+        failed = {skip[0] for skip in self.new_skips}
+        store.record_skips(self.new_skips, forget=[path for path in self.todo if path not in failed])
+        roots_meta = list(store.get_meta("roots") or [])  # type: ignore[arg-type]
+        for root in self.roots:
+            folder = root if os.path.isdir(root) else os.path.dirname(root)
+            if folder not in roots_meta and os.path.exists(folder):
+                roots_meta.append(folder)
+        store.set_meta("roots", roots_meta)
+        store.compact()
+        store.save_search_index()
+        report.seconds = time.perf_counter() - self.started
+        return report
+
+
 def ingest(
     store: Store,
     embedder: Embedder,
@@ -107,75 +196,35 @@ def ingest(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     remove_missing: bool = True,
 ) -> IngestReport:
-    progress = progress or Progress()
-    report = IngestReport()
-    started = time.perf_counter()
-    abs_roots = [os.path.abspath(os.fspath(r)) for r in roots]
-
-    def on_skip(skip: Skip) -> None:
-        report.skipped.append(skip)
-        progress.skipped(skip)
-
-    states = store.file_states()
-    old_skips = store.known_skips()
-    seen: set[str] = set()
-    todo: list[FoundFile] = []
-    for found in walk_images(abs_roots, on_skip, is_known=lambda p, size, mtime: _same(states.get(p), size, mtime)):
-        seen.add(found.path)
-        state = states.get(found.path)
-        if state and state[1] == found.size and state[2] == found.mtime_ns:
-            report.unchanged += 1
-            continue
-        old = old_skips.get(found.path)
-        if old and old[0] == found.size and old[1] == found.mtime_ns:
-            on_skip(Skip(found.path, old[2], old[3]))
-            continue
-        todo.append(found)
-    progress.found(len(todo))
-
-    new_skips: list[tuple[str, int, int, str, str]] = []
+    run = IngestRun(store, roots, progress)
+    todo = run.plan()
     batch: list[_Prepared] = []
     batch_size = max(1, embedder.batch_size)
+    # Optional hook: an embedder that also describes images (e.g. ImageNet keyword tags) returns
+    # per-item metadata from the same forward pass; it is stored in ItemRecord.extra.
+    tagger = getattr(embedder, "embed_arrays_with_extra", None)
 
     def flush() -> None:
         if not batch:
             return
         arrays = np.stack([p.array for p in batch])  # type: ignore[misc]
-        # Optional hook: an embedder that also describes images (e.g. ImageNet keyword tags) returns
-        # per-item metadata from the same forward pass; it is stored in ItemRecord.extra.
-        tagger = getattr(embedder, "embed_arrays_with_extra", None)
         if tagger is not None:
             vectors, extras = tagger(arrays)
         else:
             vectors, extras = embedder.embed_arrays(arrays), [{} for _ in batch]
-        records = [_record(p, extra) for p, extra in zip(batch, extras, strict=True)]
-        for rec in records:
-            if rec.path in states:
-                report.updated += 1
-            else:
-                report.added += 1
-        store.add(records, vectors)
-        report.embedded += len(batch)
-        progress.advance(len(batch))
+        run.commit([_record(p, extra) for p, extra in zip(batch, extras, strict=True)], vectors)
         batch.clear()
 
     def handle(result: _Prepared | Skip) -> None:
         if isinstance(result, Skip):
-            on_skip(result)
-            found = todo_by_path.get(result.path)
-            if found:
-                new_skips.append((found.path, found.size, found.mtime_ns, result.reason, result.detail))
-            progress.advance()
-            return
-        if result.array is not None:
+            run.failed(result)
+        elif result.array is None:
+            run.reuse(result)
+        else:
             batch.append(result)
             if len(batch) >= batch_size:
                 flush()
-            return
-        _reuse_known_content(store, result, states, report)
-        progress.advance()
 
-    todo_by_path = {f.path: f for f in todo}
     known = _KnownHashes(store)
     window = 3 * batch_size
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 2)) as pool:
@@ -187,27 +236,7 @@ def ingest(
         while pending:
             handle(pending.popleft().result())
     flush()
-
-    # Files that became unreadable/non-images lose their stale vector; vanished files leave the index.
-    stale_ids = [states[s.path][0] for s in report.skipped if s.path in states]
-    if remove_missing:
-        for root in abs_roots:
-            for item_id, path in store.paths_under(root):
-                if path not in seen and not os.path.lexists(path):
-                    stale_ids.append(item_id)
-    report.removed = store.remove(sorted(set(stale_ids)))
-    failed = {skip[0] for skip in new_skips}
-    store.record_skips(new_skips, forget=[f.path for f in todo if f.path not in failed])
-    roots_meta = list(store.get_meta("roots") or [])  # type: ignore[arg-type]
-    for root in abs_roots:
-        folder = root if os.path.isdir(root) else os.path.dirname(root)
-        if folder not in roots_meta and os.path.exists(folder):
-            roots_meta.append(folder)
-    store.set_meta("roots", roots_meta)
-    store.compact()
-    store.save_search_index()
-    report.seconds = time.perf_counter() - started
-    return report
+    return run.finish(remove_missing)
 
 
 def _same(state: tuple[int, int, int] | None, size: int, mtime_ns: int) -> bool:

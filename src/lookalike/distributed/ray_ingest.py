@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Sequence
 
 import numpy as np
 
-from lookalike.imaging.discover import FoundFile, Skip, walk_images
+from lookalike.imaging.discover import Skip
 from lookalike.imaging.load import DEFAULT_MAX_PIXELS, ImageLoadError, decode_image, read_bytes
-from lookalike.ingest import IngestReport, Progress, _Prepared, _record, _reuse_known_content, _same
+from lookalike.ingest import IngestReport, IngestRun, Progress, _Prepared, _record
 from lookalike.models.base import Embedder
 from lookalike.store.base import Store
 
@@ -111,33 +110,8 @@ def ingest_ray(
     """
     import ray
 
-    progress = progress or Progress()
-    report = IngestReport()
-    started = time.perf_counter()
-    abs_roots = [os.path.abspath(os.fspath(r)) for r in roots]
-
-    def on_skip(skip: Skip) -> None:
-        report.skipped.append(skip)
-        progress.skipped(skip)
-
-    states = store.file_states()
-    old_skips = store.known_skips()
-    seen: set[str] = set()
-    todo: list[FoundFile] = []
-    for found in walk_images(abs_roots, on_skip, is_known=lambda p, size, mtime: _same(states.get(p), size, mtime)):
-        seen.add(found.path)
-        state = states.get(found.path)
-        if state and state[1] == found.size and state[2] == found.mtime_ns:
-            report.unchanged += 1
-            continue
-        old = old_skips.get(found.path)
-        if old and old[0] == found.size and old[1] == found.mtime_ns:
-            on_skip(Skip(found.path, old[2], old[3]))
-            continue
-        todo.append(found)
-    progress.found(len(todo))
-
-    new_skips: list[tuple[str, int, int, str, str]] = []
+    run = IngestRun(store, roots, progress)
+    todo = run.plan()
     if todo:
         connect(address)
         cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -146,7 +120,6 @@ def ingest_ray(
 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
-        by_path = {f.path: f for f in todo}
         blocks = min(len(todo), max(2 * pool, -(-len(todo) // batch_size)))  # every actor gets work
         ds = ray.data.from_items([{"path": f.path} for f in todo], override_num_blocks=blocks)
         embedded = ds.map_batches(
@@ -160,48 +133,18 @@ def ingest_ray(
         for batch in embedded.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
             records, vectors = [], []
             for i, path in enumerate(batch["path"]):
-                found = by_path[str(path)]
+                found = run.todo[str(path)]
                 if batch["reason"][i]:
-                    on_skip(Skip(found.path, str(batch["reason"][i]), str(batch["detail"][i])))
-                    new_skips.append(
-                        (found.path, found.size, found.mtime_ns, str(batch["reason"][i]), str(batch["detail"][i]))
-                    )
-                    progress.advance()
+                    run.failed(Skip(found.path, str(batch["reason"][i]), str(batch["detail"][i])))
                     continue
                 prepared = _Prepared(
                     found, str(batch["sha256"][i]), int(batch["width"][i]), int(batch["height"][i]), None
                 )
                 if store.find_by_sha256(prepared.sha256):
-                    _reuse_known_content(store, prepared, states, report)  # a move or copy: no new vector
-                    progress.advance()
+                    run.reuse(prepared)  # a move or copy: no new vector
                     continue
                 records.append(_record(prepared))
                 vectors.append(batch["vector"][i])
             if records:
-                for rec in records:
-                    if rec.path in states:
-                        report.updated += 1
-                    else:
-                        report.added += 1
-                store.add(records, np.stack(vectors))  # the store's crash-safe commit, one per batch
-                report.embedded += len(records)
-                progress.advance(len(records))
-
-    stale_ids = [states[s.path][0] for s in report.skipped if s.path in states]
-    if remove_missing:
-        for root in abs_roots:
-            for item_id, path in store.paths_under(root):
-                if path not in seen and not os.path.lexists(path):
-                    stale_ids.append(item_id)
-    report.removed = store.remove(sorted(set(stale_ids)))
-    store.record_skips(new_skips, forget=[f.path for f in todo if f.path not in {s[0] for s in new_skips}])
-    roots_meta = list(store.get_meta("roots") or [])  # type: ignore[arg-type]
-    for root in abs_roots:
-        folder = root if os.path.isdir(root) else os.path.dirname(root)
-        if folder not in roots_meta and os.path.exists(folder):
-            roots_meta.append(folder)
-    store.set_meta("roots", roots_meta)
-    store.compact()
-    store.save_search_index()
-    report.seconds = time.perf_counter() - started
-    return report
+                run.commit(records, np.stack(vectors))  # the store's crash-safe commit, one per batch
+    return run.finish(remove_missing)
