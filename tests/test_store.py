@@ -138,3 +138,13 @@ def test_concurrent_searches_while_adding(tmp_path: Path) -> None:
         t.join()
     assert not errors
     assert len(store) == 250
+
+
+def test_opening_an_index_writes_nothing(tmp_path: Path) -> None:
+    store = _store(tmp_path / "db")
+    store.add(_records(3), _vectors(3))
+    before = (store.get_meta("generation"), store.get_meta("updated_at"))
+    store.close()
+    again = LocalStore(tmp_path / "db")
+    again.search(_vectors(1), 2)
+    assert (again.get_meta("generation"), again.get_meta("updated_at")) == before

@@ -109,13 +109,14 @@ class LocalStore(Store):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(_SCHEMA)  # idempotent
-        with self._write_txn():
-            if self._meta("format_version") is None:
-                self._set_meta("format_version", FORMAT_VERSION)
-                self._set_meta("n_slots", 0)
-                self._set_meta("vector_file", "vectors-0.f32")
-                self._set_meta("generation", 0)
-                self._set_meta("created_at", time.time())
+        if self._meta("format_version") is None:  # a new index; opening an existing one writes nothing
+            with self._write_txn():
+                if self._meta("format_version") is None:
+                    self._set_meta("format_version", FORMAT_VERSION)
+                    self._set_meta("n_slots", 0)
+                    self._set_meta("vector_file", "vectors-0.f32")
+                    self._set_meta("generation", 0)
+                    self._set_meta("created_at", time.time())
         version = self._meta("format_version")
         if version != FORMAT_VERSION:
             raise StoreError(f"index format {version} is not supported by this lookalike (needs {FORMAT_VERSION})")
