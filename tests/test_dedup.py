@@ -166,15 +166,28 @@ def test_margin_keeps_a_copy_family_and_drops_a_crowd_of_look_alikes(tmp_path: P
     assert {"crowd"} in _families(plain) and sum(len(g.duplicates) for g in plain) > 20
 
 
-def test_margin_big_family_survives_through_the_sure_bypass(tmp_path: Path) -> None:
-    """A family of 12 near-identical copies (~0.97) with k=8: the 8th neighbour is itself a copy, so
-    without the bypass (``sure``) the family would fail its own margin and be dropped."""
+def test_margin_big_family_survives_by_skipping_sure_neighbours(tmp_path: Path) -> None:
+    """A family of 12 close copies (~0.96) with k=8: the 8th neighbour is itself a copy, so without
+    skipping the ``sure`` neighbours the family would fail its own margin and be dropped."""
     rng = np.random.default_rng(2)
-    store = _margin_store(tmp_path, {"fam": _cloud(rng, 12, 0.97), "crowd": _cloud(rng, 30, 0.90)})
+    store = _margin_store(tmp_path, {"fam": _cloud(rng, 12, 0.965), "crowd": _cloud(rng, 30, 0.90)})
     groups = find_duplicate_groups(store, 0.80, margin=0.07, k=8)
     assert _families(groups) == [{"fam"}] and len(groups[0].duplicates) == 11
-    dropped = find_duplicate_groups(store, 0.80, margin=0.07, k=8, sure=1.01)  # no bypass
+    dropped = find_duplicate_groups(store, 0.80, margin=0.07, k=8, sure=1.01)  # no skipping
     assert sum(len(g.duplicates) for g in dropped) < 11
+
+
+def test_margin_huge_family_of_near_identical_copies_pairs_through_the_bypass(tmp_path: Path) -> None:
+    """15 copies at ~0.99 with k=4: even after skipping 4 sure neighbours the reference is a copy;
+    scores >= ``bypass`` (0.98) pair anyway, so the family loses nothing to the plain threshold (with
+    k=4 the graph holds only a few edges per image, so not necessarily all 15 are reached)."""
+    rng = np.random.default_rng(3)
+    store = _margin_store(tmp_path, {"fam": _cloud(rng, 15, 0.99), "crowd": _cloud(rng, 30, 0.90)})
+    groups = find_duplicate_groups(store, 0.80, margin=0.07, k=4)
+    plain = [g for g in find_duplicate_groups(store, 0.95, margin=0.0, k=4) if "fam" in g.keep.path]
+    assert _families(groups) == [{"fam"}] and len(groups[0].duplicates) >= max(10, len(plain[0].duplicates))
+    no_bypass = find_duplicate_groups(store, 0.80, margin=0.07, k=4, bypass=1.01)
+    assert sum(len(g.duplicates) for g in no_bypass) < len(groups[0].duplicates)
 
 
 def test_knn_edges_reference_scores() -> None:
