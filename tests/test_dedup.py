@@ -384,6 +384,11 @@ def test_cli_dups_json_contract_and_html(photo_collection: dict[str, object], tm
     # a stricter threshold drops the weaker edits but not the exact copy
     strict = json.loads(runner.invoke(app, ["dups", "--db", str(db), "--json", "--threshold", "0.9999"]).stdout)
     assert [g["duplicates"] for g in strict["groups"]] == [[str(root / "photo0_exact_copy.jpg")]]
+    # the density margin is on by default for mobilenet_v2; --margin 0 is the plain 0.86 threshold
+    assert doc["margin"] == 0.07 and doc["threshold"] == 0.80
+    plain = json.loads(runner.invoke(app, ["dups", "--db", str(db), "--json", "--margin", "0"]).stdout)
+    assert plain["margin"] == 0.0 and plain["threshold"] == 0.86
+    assert sorted(g["keep"] for g in plain["groups"]) == sorted(g["keep"] for g in doc["groups"])
 
 
 @pytest.mark.slow
