@@ -261,11 +261,12 @@ def main() -> None:
     parser.add_argument("--photo-list", type=Path)
     parser.add_argument("--model", default="mobilenet_v2")
     parser.add_argument("--threshold", type=float, default=None, help="lookalike threshold (default: the model's)")
+    parser.add_argument("--margin", type=float, default=None, help="density margin (default: the model's; 0: off)")
     parser.add_argument("--no-imagededup", action="store_true")
     args = parser.parse_args()
     if args.quick:
         args.originals, args.distractors = 50, 1000
-    from lookalike.dedup.groups import default_threshold, find_duplicate_groups
+    from lookalike.dedup.groups import default_margin, default_threshold, find_duplicate_groups
     from lookalike.index import Index
 
     t0 = time.perf_counter()
@@ -280,18 +281,26 @@ def main() -> None:
     with Index.open(db, model=args.model) as index:
         index.add([folder])
         index_s = time.perf_counter() - t0
-        default = args.threshold if args.threshold is not None else default_threshold(args.model)
+        margin = args.margin if args.margin is not None else default_margin(args.model)
+        default = args.threshold if args.threshold is not None else default_threshold(args.model, margin)
         t0 = time.perf_counter()
         results: dict[str, set[frozenset[str]]] = {}
-        results[f"lookalike {args.model} @{default:.3f}"] = group_pairs(
-            [g.to_dict() for g in find_duplicate_groups(index.store, default)]
+        results[f"lookalike {args.model} @{default:.3f} margin {margin:.2f}"] = group_pairs(
+            [g.to_dict() for g in find_duplicate_groups(index.store, default, margin=margin)]
         )
         dups_s = time.perf_counter() - t0
+        if margin > 0:  # the plain-threshold rule, for comparison
+            plain = default_threshold(args.model, 0.0)
+            results[f"lookalike {args.model} @{plain:.3f} margin 0"] = group_pairs(
+                [g.to_dict() for g in find_duplicate_groups(index.store, plain, margin=0.0)]
+            )
         curve = []
-        for t in (0.70, 0.75, 0.78, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.96):
-            pred = group_pairs([g.to_dict() for g in find_duplicate_groups(index.store, t)])
+        settings = [(t, 0.0) for t in (0.70, 0.75, 0.78, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.96)]
+        settings += [(t, m) for t in (0.76, 0.78, 0.80, 0.82, 0.84) for m in (0.03, 0.05, 0.07, 0.09)]
+        for t, m in settings:
+            pred = group_pairs([g.to_dict() for g in find_duplicate_groups(index.store, t, margin=m)])
             touching = {pair for pair in pred if any(labels[n][0] >= 0 for n in pair)}
-            curve.append((f"{t:.2f}", prf(pred, truth), len(touching & truth) / max(1, len(touching))))
+            curve.append((f"{t:.2f} | {m:.2f}", prf(pred, truth), len(touching & truth) / max(1, len(touching))))
     print(f"lookalike: index {index_s:.0f} s, dups {dups_s:.1f} s")
     hash_curves = {}
     if not args.no_imagededup:
@@ -333,9 +342,9 @@ def main() -> None:
     for kind in EDITS:
         cells = [f"{tables[n][kind][0]:.2f} / {tables[n][kind][1]:.2f} / {tables[n][kind][2]:.2f}" for n in names]
         print(f"| {kind} | " + " | ".join(cells) + " |")
-    print(f"\n## Precision-recall: lookalike {args.model} by cosine threshold\n")
-    print("| threshold | precision | recall | F1 | precision, distractor-only pairs left out |")
-    print("|---|---|---|---|---|")
+    print(f"\n## Precision-recall: lookalike {args.model} by cosine threshold and density margin\n")
+    print("| threshold | margin | precision | recall | F1 | precision, distractor-only pairs left out |")
+    print("|---|---|---|---|---|---|")
     for t, (p, r, f), tp in curve:
         print(f"| {t} | {p:.3f} | {r:.3f} | {f:.3f} | {tp:.3f} |")
     for name, rows in hash_curves.items():

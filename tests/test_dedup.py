@@ -122,6 +122,108 @@ def test_forbidden_pairs_never_share_a_group() -> None:
     assert groups == [(0, [(2, pytest.approx(float(np.cos(np.radians(10))), abs=1e-4))])]
 
 
+# -- density margin -------------------------------------------------------------------------------
+def _cloud(rng: np.random.Generator, n: int, cos: float, dim: int = 64) -> np.ndarray:
+    """n unit vectors around a random centre whose pairwise cosine is about ``cos``."""
+    centre = rng.normal(size=dim)
+    centre /= np.linalg.norm(centre)
+    noise = rng.normal(size=(n, dim)) / np.sqrt(dim)
+    noise -= np.outer(noise @ centre, centre)  # orthogonal to the centre
+    vecs = centre + np.sqrt(1 / cos - 1) * noise
+    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def _margin_store(tmp_path: Path, clouds: dict[str, np.ndarray], n_background: int = 200) -> LocalStore:
+    rng = np.random.default_rng(1)
+    background = rng.normal(size=(n_background, 64))
+    parts = {**clouds, "bg": background / np.linalg.norm(background, axis=1, keepdims=True)}
+    store = LocalStore(tmp_path / "db")
+    store.set_model_identity({"name": "toy", "version": "1", "dim": 64, "preprocessing": "none", "input_size": 8})
+    recs, vecs = [], []
+    for name, cloud in parts.items():
+        for i, v in enumerate(cloud):
+            recs.append(ItemRecord(f"/p/{name}_{i:03d}.jpg", f"{name}-{i}", 100, i, 100, 100))
+            vecs.append(v)
+    store.add(recs, np.asarray(vecs, dtype=np.float32))
+    return store
+
+
+def _families(groups: list) -> list[set[str]]:  # type: ignore[type-arg]
+    return [{Path(p).name.split("_")[0] for p in [g.keep.path, *(d.path for d in g.duplicates)]} for g in groups]
+
+
+@pytest.mark.parametrize("method", ["exact", "ann"])
+def test_margin_keeps_a_copy_family_and_drops_a_crowd_of_look_alikes(tmp_path: Path, method: str) -> None:
+    """40 different-but-alike items (pairwise ~0.90, like upscaled Fashion-MNIST to a CNN) next to a
+    family of 12 copies at the *same* pairwise score: only the family stands out from its crowd."""
+    rng = np.random.default_rng(0)
+    store = _margin_store(tmp_path, {"crowd": _cloud(rng, 40, 0.90), "fam": _cloud(rng, 12, 0.90)})
+    groups = find_duplicate_groups(store, 0.80, margin=0.07, method=method)
+    assert _families(groups) == [{"fam"}]
+    assert len(groups[0].duplicates) == 11
+    # without the rule (margin 0) the crowd pairs up, even at the old, stricter threshold
+    plain = find_duplicate_groups(store, 0.86, margin=0.0, method=method)
+    assert {"crowd"} in _families(plain) and sum(len(g.duplicates) for g in plain) > 20
+
+
+def test_margin_big_family_survives_by_skipping_sure_neighbours(tmp_path: Path) -> None:
+    """A family of 12 close copies (~0.96) with k=8: the 8th neighbour is itself a copy, so without
+    skipping the ``sure`` neighbours the family would fail its own margin and be dropped."""
+    rng = np.random.default_rng(2)
+    store = _margin_store(tmp_path, {"fam": _cloud(rng, 12, 0.965), "crowd": _cloud(rng, 30, 0.90)})
+    groups = find_duplicate_groups(store, 0.80, margin=0.07, k=8)
+    assert _families(groups) == [{"fam"}] and len(groups[0].duplicates) == 11
+    dropped = find_duplicate_groups(store, 0.80, margin=0.07, k=8, sure=1.01)  # no skipping
+    assert sum(len(g.duplicates) for g in dropped) < 11
+
+
+def test_margin_huge_family_of_near_identical_copies_pairs_through_the_bypass(tmp_path: Path) -> None:
+    """15 copies at ~0.99 with k=4: even after skipping 4 sure neighbours the reference is a copy;
+    scores >= ``bypass`` (0.98) pair anyway, so the family loses nothing to the plain threshold (with
+    k=4 the graph holds only a few edges per image, so not necessarily all 15 are reached)."""
+    rng = np.random.default_rng(3)
+    store = _margin_store(tmp_path, {"fam": _cloud(rng, 15, 0.99), "crowd": _cloud(rng, 30, 0.90)})
+    groups = find_duplicate_groups(store, 0.80, margin=0.07, k=4)
+    plain = [g for g in find_duplicate_groups(store, 0.95, margin=0.0, k=4) if "fam" in g.keep.path]
+    assert _families(groups) == [{"fam"}] and len(groups[0].duplicates) >= max(10, len(plain[0].duplicates))
+    no_bypass = find_duplicate_groups(store, 0.80, margin=0.07, k=4, bypass=1.01)
+    assert sum(len(g.duplicates) for g in no_bypass) < len(groups[0].duplicates)
+
+
+def test_knn_edges_reference_scores() -> None:
+    """The reference is the k-th neighbour after the sure ones; -inf below the floor; NaN if too few rows."""
+    vecs = _unit([0, 1, 2, 3, 60, 120])  # cos: 1°=0.9998, 2°=0.9994, 3°=0.9986, 60°=0.5
+    refs = np.zeros(len(vecs), dtype=np.float32)
+    list(knn_edges(vecs, 2, 0.9, refs=refs, floor=0.4, sure=np.inf))
+    assert refs[0] == pytest.approx(float(np.cos(np.radians(2))), abs=1e-5)  # 2nd neighbour of 0°: 2°
+    assert refs[5] == -np.inf  # 120°: its 2nd neighbour (0°, cos -0.5) is below the floor
+    list(knn_edges(vecs, 2, 0.9, refs=refs, floor=0.4, sure=0.999))
+    # 0°'s sure neighbours (1°, 2°) are skipped: its reference is the 2nd after them, 60° (0.5)
+    assert refs[0] == pytest.approx(0.5, abs=1e-5)
+    list(knn_edges(vecs, 8, 0.9, refs=refs, floor=0.4))
+    assert np.isnan(refs).all()  # 6 rows cannot have an 8th neighbour
+
+
+def test_margin_in_a_tiny_collection_needs_threshold_plus_margin(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "db")
+    store.set_model_identity({"name": "toy", "version": "1", "dim": 2, "preprocessing": "none", "input_size": 8})
+    store.add([ItemRecord(f"/p/{i}.jpg", f"s{i}", 1, i, 10, 10) for i in range(3)], _unit([0, 20, 90]))
+    # cos 20° = 0.940: above 0.90 but below 0.90 + 0.07, and there is no crowd to measure
+    assert find_duplicate_groups(store, 0.90, margin=0.07) == []
+    assert len(find_duplicate_groups(store, 0.90, margin=0.0)) == 1
+    assert len(find_duplicate_groups(store, 0.86, margin=0.07)) == 1  # 0.86 + 0.07 <= 0.940
+
+
+def test_default_threshold_follows_the_margin(tmp_path: Path) -> None:
+    from lookalike.dedup.groups import default_margin, default_threshold
+
+    assert default_margin("mobilenet_v2") == 0.07 and default_threshold("mobilenet_v2") == 0.80
+    assert default_threshold("mobilenet_v2", 0.0) == 0.86
+    assert default_margin("dhash") == 0.0 and default_threshold("dhash") == 0.6875
+    with pytest.raises(ValueError, match="margin"):
+        find_duplicate_groups(LocalStore(tmp_path / "db"), 0.8, margin=-0.1)
+
+
 # -- keep rules -------------------------------------------------------------------------------------
 def _rec(path: str, w: int, h: int, size: int, mtime: int, i: int = -1) -> ItemRecord:
     return ItemRecord(path=path, sha256=f"sha-{path}", size=size, mtime_ns=mtime, width=w, height=h, id=i)
@@ -282,6 +384,11 @@ def test_cli_dups_json_contract_and_html(photo_collection: dict[str, object], tm
     # a stricter threshold drops the weaker edits but not the exact copy
     strict = json.loads(runner.invoke(app, ["dups", "--db", str(db), "--json", "--threshold", "0.9999"]).stdout)
     assert [g["duplicates"] for g in strict["groups"]] == [[str(root / "photo0_exact_copy.jpg")]]
+    # the density margin is on by default for mobilenet_v2; --margin 0 is the plain 0.86 threshold
+    assert doc["margin"] == 0.07 and doc["threshold"] == 0.80
+    plain = json.loads(runner.invoke(app, ["dups", "--db", str(db), "--json", "--margin", "0"]).stdout)
+    assert plain["margin"] == 0.0 and plain["threshold"] == 0.86
+    assert sorted(g["keep"] for g in plain["groups"]) == sorted(g["keep"] for g in doc["groups"])
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from lookalike.cli.common import err, friendly_errors, out, print_json
-from lookalike.dedup.groups import LINKAGES, DupGroup, default_threshold, find_duplicate_groups
+from lookalike.dedup.groups import LINKAGES, DupGroup, default_margin, default_threshold, find_duplicate_groups
 from lookalike.dedup.keep import DEFAULT_KEEP, KEEP_RULES
 from lookalike.dedup.quarantine import QuarantineReport, RestoreReport, quarantine, restore
 from lookalike.dedup.report import dups_html, sweep_html, write_html
@@ -58,7 +58,18 @@ def dups_command(
     linkage: Annotated[
         str, typer.Option(help="anchor: every duplicate is similar to the kept copy; complete: to every member.")
     ] = "anchor",
-    k: Annotated[int, typer.Option("-k", min=1, max=1000, help="Neighbours examined per image.")] = 16,
+    k: Annotated[
+        int, typer.Option("-k", min=1, max=1000, help="Neighbours examined per image (and the margin's crowd rank).")
+    ] = 16,
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Density margin: a pair must also beat both images' k-th-neighbour score by this much "
+            "(default: the model's, 0.07 for mobilenet_v2; 0 turns it off: plain threshold).",
+        ),
+    ] = None,
     json_output: JsonOption = False,
     html: HtmlOption = None,
     quarantine_dir: QuarantineOption = None,
@@ -86,15 +97,16 @@ def dups_command(
                 except (CalibrationUnavailable, ValueError) as exc:
                     _fail(str(exc))
             model = str((index.store.model_identity or {}).get("name", ""))
-            used = threshold if threshold is not None else default_threshold(model)
-            groups = find_duplicate_groups(index.store, used, keep=keep, k=k, linkage=linkage)
+            used_margin = margin if margin is not None else default_margin(model)
+            used = threshold if threshold is not None else default_threshold(model, used_margin)
+            groups = find_duplicate_groups(index.store, used, keep=keep, k=k, linkage=linkage, margin=used_margin)
             if html is not None:
                 write_html(html, dups_html(groups, used, keep))
             report = None
             if quarantine_dir is not None:
                 records = [d for g in groups for d in g.duplicates]
                 reasons = [
-                    f"duplicate of {g.keep.path} (similarity {s:.3f}, threshold {used:.3f})"
+                    f"duplicate of {g.keep.path} (similarity {s:.3f}, threshold {used:.3f}, margin {used_margin:.2f})"
                     for g in groups
                     for s in g.scores
                 ]
@@ -102,12 +114,17 @@ def dups_command(
         finally:
             index.close()
     if json_output:
-        document: dict[str, object] = {"threshold": used, "keep_rule": keep, "groups": [g.to_dict() for g in groups]}
+        document: dict[str, object] = {
+            "threshold": used,
+            "margin": used_margin,
+            "keep_rule": keep,
+            "groups": [g.to_dict() for g in groups],
+        }
         if report is not None:
             document["quarantine"] = report.to_dict()
         print_json(document)
     else:
-        _print_groups(groups, used)
+        _print_groups(groups, used, used_margin)
         if html is not None:
             err.print(f"review page: {html}")
         if report is not None:
@@ -132,7 +149,7 @@ def _mark_not_dup(index: Index, pair: tuple[Path, Path], json_output: bool) -> N
         out.print(f"marked as not duplicates: {records[0].path} and {records[1].path}")
 
 
-def _print_groups(groups: list[DupGroup], threshold: float) -> None:
+def _print_groups(groups: list[DupGroup], threshold: float, margin: float = 0.0) -> None:
     for number, group in enumerate(groups, 1):
         table = Table(title=f"group {number}", title_justify="left", show_header=False)
         table.add_column("role")
@@ -143,7 +160,8 @@ def _print_groups(groups: list[DupGroup], threshold: float) -> None:
             table.add_row("dup", f"{score:.3f}", dup.path)
         out.print(table)
     n_dups = sum(len(g.duplicates) for g in groups)
-    out.print(f"{len(groups)} groups, {n_dups} duplicates (threshold {threshold:.3f})")
+    rule = f"threshold {threshold:.3f}" + (f", margin {margin:.2f}" if margin > 0 else "")
+    out.print(f"{len(groups)} groups, {n_dups} duplicates ({rule})")
 
 
 def sweep_command(

@@ -17,6 +17,18 @@ the group's members, by the keep rule. Anchoring on the kept copy instead (the o
 measured worse (bench/bench_neardup.py): the copy with most pixels is often an edited one (a border
 added, a rotation that expanded the canvas), and the other copies were then judged against that
 edit instead of against the unedited picture at the centre of the family.
+
+Density margin (the default for ``mobilenet_v2``): a fixed cosine threshold cannot serve both a
+sparse region (different photos at 0.6) and a dense one (upscaled 28-px product shots that the CNN
+sees as nearly all alike, 0.85-0.95 to each other). As in copy-detection score normalisation, a pair
+(i, j) with score s is accepted only if ``s >= threshold`` and ``s >= max(ref_i, ref_j) + margin``,
+where ``ref_i`` is i's k-th-nearest-neighbour score (k = 16): a copy stands out from the crowd around
+it, a look-alike in a crowd of look-alikes does not. Families with more than k copies would make the
+k-th neighbour a copy itself, so each image's reference skips past its ``sure`` (>= 0.95) neighbours
+(the k-th neighbour *after* them, counting at most k of them), and scores ``>= bypass`` (0.98) always
+pair. With
+fewer than k other images there is no crowd to measure: the reference is then the threshold itself
+(a pair needs ``threshold + margin``).
 """
 
 from __future__ import annotations
@@ -42,6 +54,16 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "dhash": 0.6875,
 }
 FALLBACK_THRESHOLD = 0.9
+#: Per model: (threshold, margin) of the density-margin rule, measured with bench/bench_neardup.py.
+#: Models not listed use the plain threshold above (margin 0).
+MARGIN_DEFAULTS: dict[str, tuple[float, float]] = {"mobilenet_v2": (0.80, 0.07)}
+#: Neighbours at or above this are taken for copies when measuring an image's crowd: its reference is
+#: the k-th neighbour *after* them (big families would otherwise fail their own margin).
+DEFAULT_SURE = 0.95
+#: Scores at or above this always pair (families bigger than 2k of near-identical copies). Measured on
+#: bench_neardup's full set: a bypass at 0.95 let look-alike distractors through (precision 0.92 vs
+#: 0.98); at 0.97-0.98 it changed nothing there.
+DEFAULT_BYPASS = 0.98
 DEFAULT_K = 16
 #: Above this many distinct contents ``method='auto'`` asks the store's ANN index (the same switch
 #: point as the store's own ``auto`` index: exact search costs O(N²·d) and 100k items took > 20 min).
@@ -50,9 +72,23 @@ LINKAGES = ("anchor", "complete")
 _BLOCK_BYTES = 128 * 1024 * 1024
 
 
-def default_threshold(model_name: str | None) -> float:
-    """The near-duplicate threshold for vectors of this model."""
-    return DEFAULT_THRESHOLDS.get(model_name or "", FALLBACK_THRESHOLD)
+def default_margin(model_name: str | None) -> float:
+    """The density margin used by default for this model's vectors (0: plain threshold)."""
+    return MARGIN_DEFAULTS.get(model_name or "", (0.0, 0.0))[1]
+
+
+def default_threshold(model_name: str | None, margin: float | None = None) -> float:
+    """The near-duplicate threshold for vectors of this model.
+
+    ``margin`` None means the model's default margin. With a margin > 0 the threshold is the looser one
+    measured together with the margin rule (0.80 for mobilenet_v2); with margin 0, the plain one (0.86).
+    """
+    name = model_name or ""
+    if margin is None:
+        margin = default_margin(name)
+    if margin > 0 and name in MARGIN_DEFAULTS:
+        return MARGIN_DEFAULTS[name][0]
+    return DEFAULT_THRESHOLDS.get(name, FALLBACK_THRESHOLD)
 
 
 @dataclass
@@ -72,62 +108,131 @@ class DupGroup:
 
 
 # -- the k-NN graph ---------------------------------------------------------------------------------
+def _top_lists(
+    top: np.ndarray,
+    cols: np.ndarray,
+    rows: np.ndarray,
+    k: int,
+    threshold: float,
+    sure: float,
+    refs: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From per-row neighbour lists sorted best first (``-inf`` padded): edges and reference scores.
+
+    A row keeps its ``sure`` neighbours (at most k) plus k more as edges, and its reference is the
+    score just after them: the k-th neighbour not counted as sure. Writes ``refs[rows]`` when given.
+    """
+    n_sure = np.minimum(np.sum(top >= sure, axis=1), k) if np.isfinite(sure) else np.zeros(len(top), dtype=np.int64)
+    width = top.shape[1]
+    if refs is not None:
+        at = k - 1 + n_sure
+        inside = at < width
+        ref = np.full(len(top), np.nan, dtype=np.float32)  # nan: fewer neighbours than needed (set by caller)
+        ref[inside] = top[np.flatnonzero(inside), at[inside]]
+        refs[rows] = ref
+    rank = np.arange(width)[None, :]
+    mask = (rank < (k + n_sure)[:, None]) & (top >= threshold)
+    return np.broadcast_to(rows[:, None], top.shape)[mask], cols[mask], top[mask]
+
+
 def knn_edges(
-    vectors: np.ndarray, k: int, threshold: float, block_rows: int | None = None
+    vectors: np.ndarray,
+    k: int,
+    threshold: float,
+    block_rows: int | None = None,
+    *,
+    refs: np.ndarray | None = None,
+    floor: float | None = None,
+    sure: float = np.inf,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(rows, cols, scores)`` of each row's top-k neighbours (itself excluded) scoring >= threshold.
 
     Exact (matrix products), in blocks sized so one block of scores stays under ~256 MB.
+    For the density margin, pass ``refs`` (float array, one per row) to receive each row's reference
+    score (its k-th neighbour after its ``sure`` ones; ``-inf`` when that is below ``floor``, NaN when
+    the collection has too few rows); neighbours scoring ``>= sure`` are then edges beyond the top k.
     """
     n = len(vectors)
+    if refs is not None:
+        refs[:] = np.nan
     if n < 2:
         return
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if n - 1 < k:  # fewer than k other rows: no k-th neighbour, references stay NaN
+        refs = None
     k = min(k, n - 1)
+    floor = threshold if floor is None else min(floor, threshold)
+    width = min(n - 1, 2 * k if np.isfinite(sure) else k)  # neighbours kept per row
     block = block_rows or max(16, min(4096, _BLOCK_BYTES // (4 * n)))
     for start in range(0, n, block):
         stop = min(n, start + block)
         scores = vectors[start:stop] @ vectors.T
         local = np.arange(stop - start)
         scores[local, start + local] = -np.inf
-        # Scores above a near-duplicate threshold are rare: filter first, then keep each row's best k.
+        # Scores above a near-duplicate floor are rare: filter first, then keep each row's best ones.
         # (argpartition over the whole block would cost more than the matrix product.)
-        rows, cols = np.nonzero(scores >= threshold)
-        if len(rows) > 8 * k * (stop - start):  # a dense block (huge exact-copy families): partition instead
+        rows, cols = np.nonzero(scores >= floor)
+        if len(rows) > 8 * width * (stop - start):  # a dense block (look-alike crowds): partition instead
             cols = (
-                np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n - 1 else np.tile(np.arange(n), (len(local), 1))
+                np.argpartition(-scores, width - 1, axis=1)[:, :width]
+                if width < n - 1
+                else np.tile(np.arange(n), (len(local), 1))
             )
             top = np.take_along_axis(scores, cols, axis=1)
-            mask = top >= threshold
-            yield np.broadcast_to((start + local)[:, None], cols.shape)[mask], cols[mask], top[mask]
-            continue
-        vals = scores[rows, cols]
-        order = np.lexsort((-vals, rows))
-        rows, cols, vals = rows[order], cols[order], vals[order]
-        rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
-        keep = rank < k
-        yield start + rows[keep], cols[keep], vals[keep]
+            order = np.argsort(-top, axis=1, kind="stable")[:, :width]
+            top, cols = np.take_along_axis(top, order, axis=1), np.take_along_axis(cols, order, axis=1)
+        else:
+            vals = scores[rows, cols]
+            order = np.lexsort((-vals, rows))
+            rows, cols, vals = rows[order], cols[order], vals[order]
+            rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+            keep = rank < width
+            top = np.full((stop - start, width), -np.inf, dtype=np.float32)
+            top_cols = np.zeros((stop - start, width), dtype=np.int64)
+            top[rows[keep], rank[keep]] = vals[keep]
+            top_cols[rows[keep], rank[keep]] = cols[keep]
+            cols = top_cols
+        top[top < floor] = -np.inf
+        yield _top_lists(top, cols, start + local, k, threshold, sure, refs)
 
 
 def ann_edges(
-    store: Store, ids: np.ndarray, vectors: np.ndarray, k: int, threshold: float, block_rows: int = 4096
+    store: Store,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    k: int,
+    threshold: float,
+    block_rows: int = 4096,
+    *,
+    refs: np.ndarray | None = None,
+    floor: float | None = None,
+    sure: float = np.inf,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Like :func:`knn_edges` but through ``store.search`` (its ANN index): for millions of items."""
+    if refs is not None:
+        refs[:] = np.nan
+    n = len(ids)
+    if n < 2:
+        return
+    if n - 1 < k:
+        refs = None
+    k = min(k, n - 1)
+    floor = threshold if floor is None else min(floor, threshold)
+    width = min(n - 1, 2 * k if np.isfinite(sure) else k)
     row_of = {int(i): r for r, i in enumerate(ids)}
-    for start in range(0, len(ids), block_rows):
-        stop = min(len(ids), start + block_rows)
-        hits = store.search(vectors[start:stop], k + 1)
-        rows, cols, scores = [], [], []
+    for start in range(0, n, block_rows):
+        stop = min(n, start + block_rows)
+        hits = store.search(vectors[start:stop], width + 1)
+        top = np.full((stop - start, width), -np.inf, dtype=np.float32)
+        cols = np.zeros((stop - start, width), dtype=np.int64)
         for offset, row_hits in enumerate(hits):
             me = start + offset
-            for hit in row_hits:
-                col = row_of.get(hit.id)
-                if col is None or col == me or hit.score < threshold:
-                    continue
-                rows.append(me)
-                cols.append(col)
-                scores.append(hit.score)
-        yield np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), np.asarray(scores, dtype=np.float32)
+            found = [(row_of[h.id], h.score) for h in row_hits if h.id in row_of and row_of[h.id] != me]
+            found.sort(key=lambda cs: -cs[1])
+            for j, (col, score) in enumerate(found[:width]):
+                if score >= floor:
+                    top[offset, j], cols[offset, j] = score, col
+        yield _top_lists(top, cols, np.arange(start, stop), k, threshold, sure, refs)
 
 
 def adjacency(edges: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[int, dict[int, float]]:
@@ -138,6 +243,27 @@ def adjacency(edges: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dic
             adj[r][c] = s
             adj[c][r] = s
     return adj
+
+
+def margin_filter(
+    adj: dict[int, dict[int, float]],
+    refs: np.ndarray,
+    margin: float,
+    threshold: float,
+    bypass: float = DEFAULT_BYPASS,
+) -> dict[int, dict[int, float]]:
+    """Keep the edges that stand out from both ends' crowds: ``s >= bypass`` or ``s >= max(ref) + margin``.
+
+    ``refs`` from :func:`knn_edges`: ``-inf`` (crowd below the floor) always passes, NaN (collection
+    too small to measure a crowd) counts as the threshold itself.
+    """
+    ref = np.where(np.isnan(refs), threshold, refs)
+    out: dict[int, dict[int, float]] = defaultdict(dict)
+    for i, neighbours in adj.items():
+        for j, score in neighbours.items():
+            if score >= bypass or score >= max(ref[i], ref[j]) + margin - 1e-6:
+                out[i][j] = score
+    return out
 
 
 # -- grouping ---------------------------------------------------------------------------------------
@@ -207,16 +333,25 @@ def find_duplicate_groups(
     k: int = DEFAULT_K,
     linkage: str = "anchor",
     method: str = "auto",
+    margin: float | None = None,
+    sure: float = DEFAULT_SURE,
+    bypass: float = DEFAULT_BYPASS,
 ) -> list[DupGroup]:
     """Exact and near-duplicate groups of everything in ``store``, largest groups first.
 
     Exact copies (same sha256) share one vector, so the graph is built over one representative per
     content; each group then lists every file of its contents. Pairs marked "not a duplicate"
-    (:meth:`Store.mark_not_duplicates`) are never grouped together.
+    (:meth:`Store.mark_not_duplicates`) are never grouped together. ``margin`` (None: the model's
+    default, 0: off) applies the density-margin rule (module docstring) with reference rank ``k``,
+    ``sure`` and ``bypass``.
     """
+    model = str((store.model_identity or {}).get("name", ""))
+    if margin is None:
+        margin = default_margin(model)
+    if margin < 0:
+        raise ValueError("margin must be >= 0 (0 turns the density rule off)")
     if threshold is None:
-        identity = store.model_identity or {}
-        threshold = default_threshold(str(identity.get("name", "")))
+        threshold = default_threshold(model, margin)
     key = keep_key(keep)
     records = {rec.id: rec for rec in store.items()}
     ids, vectors = store.all_vectors()
@@ -240,13 +375,17 @@ def find_duplicate_groups(
     }
     if method == "auto":
         method = "exact" if len(shas) <= EXACT_GRAPH_LIMIT else "ann"
+    refs = np.full(len(shas), np.nan, dtype=np.float32) if margin > 0 else None
+    extra: dict[str, object] = {"refs": refs, "floor": threshold - margin, "sure": sure} if margin > 0 else {}
     if method == "exact":
-        edges = knn_edges(rep_vectors, k, threshold)
+        edges = knn_edges(rep_vectors, k, threshold, **extra)  # type: ignore[arg-type]
     elif method == "ann":
-        edges = ann_edges(store, rep_ids, rep_vectors, k, threshold)
+        edges = ann_edges(store, rep_ids, rep_vectors, k, threshold, **extra)  # type: ignore[arg-type]
     else:
         raise ValueError(f"unknown method {method!r}; use auto, exact or ann")
     adj = adjacency(edges)
+    if refs is not None:
+        adj = margin_filter(adj, refs, margin, threshold, bypass)
     clusters = anchored_groups(
         central_order(adj, len(shas)),
         adj,

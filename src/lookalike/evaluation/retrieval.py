@@ -305,7 +305,7 @@ def default_dup_threshold(model_name: str) -> float:
     try:
         from lookalike.dedup.groups import default_threshold  # type: ignore[import-not-found]
 
-        return float(default_threshold(model_name))
+        return float(default_threshold(model_name, 0.0))  # a plain threshold: no density margin here
     except ImportError:
         return _FALLBACK_DUP_THRESHOLDS.get(model_name, _FALLBACK_DUP_THRESHOLD)
 

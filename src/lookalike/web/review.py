@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from lookalike.dedup.groups import default_threshold, find_duplicate_groups
+from lookalike.dedup.groups import default_margin, default_threshold, find_duplicate_groups
 from lookalike.dedup.keep import DEFAULT_KEEP, KEEP_RULES
 from lookalike.dedup.quarantine import QuarantineError, quarantine
 from lookalike.dedup.sweep import DEFAULT_SWEEP_THRESHOLD, sweep
@@ -64,12 +64,16 @@ def register_review(
     def review_dups(
         threshold: Annotated[float | None, Query(ge=-1.0, le=1.0, description="Default: the model's.")] = None,
         keep: Annotated[str, Query(description=f"Keep rule: {', '.join(KEEP_RULES)}.")] = DEFAULT_KEEP,
+        margin: Annotated[
+            float | None, Query(ge=0.0, le=1.0, description="Density margin (default: the model's; 0: off).")
+        ] = None,
     ) -> dict[str, object]:
         """Exact and near-duplicate groups (as `lookalike dups`), each with the copy to keep."""
         if keep not in KEEP_RULES:
             raise HTTPException(422, f"unknown keep rule {keep!r}; choose one of {', '.join(KEEP_RULES)}")
-        used = threshold if threshold is not None else default_threshold(index.model_name)
-        groups = find_duplicate_groups(index.store, used, keep=keep)
+        used_margin = margin if margin is not None else default_margin(index.model_name)
+        used = threshold if threshold is not None else default_threshold(index.model_name, used_margin)
+        groups = find_duplicate_groups(index.store, used, keep=keep, margin=used_margin)
         shown, out = 0, []
         for g in groups:
             if shown >= MAX_REVIEW_ITEMS:
@@ -81,7 +85,7 @@ def register_review(
                 }
             )
             shown += 1 + len(g.duplicates)
-        return {"threshold": used, "keep_rule": keep, "total_groups": len(groups), "groups": out}
+        return {"threshold": used, "margin": used_margin, "keep_rule": keep, "total_groups": len(groups), "groups": out}
 
     @app.post("/api/review/sweep", tags=["review"])
     async def review_sweep(
