@@ -22,10 +22,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lookalike.evaluation.datasets import photos
-
 from _util import pct, print_table, time_each
 from lookalike import Index
+from lookalike.evaluation.datasets import photos
 from lookalike.imaging.load import load_image
 from lookalike.store.base import ItemRecord
 
