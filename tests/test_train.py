@@ -77,7 +77,7 @@ def test_trained_model_registers_and_matches_training_geometry(head_model: dict,
     from lookalike.training.metrics import recall_at_k
 
     model = create_model("fm-head")
-    assert model.spec.dim == 256 and model.spec.name == "fm-head"
+    assert model.spec.dim == 1280 + 256 and model.spec.name == "fm-head"  # frozen vector + head output
     assert "fm-head" in [m.name for m in list_models()]
     paths = sorted(labeled.rglob("*.png"))
     vectors = model.embed([Image.open(p).convert("RGB") for p in paths])
@@ -85,6 +85,34 @@ def test_trained_model_registers_and_matches_training_geometry(head_model: dict,
     labels = [p.parent.name for p in paths]
     # The head was fit on 70% of these images: retrieval among them must be far above chance (0.25).
     assert recall_at_k(vectors, np.unique(labels, return_inverse=True)[1]) > 0.6
+
+
+@pytest.fixture(scope="module")
+def unseen(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Image.Image], np.ndarray]:
+    """The six classes the head never saw (trousers, dresses, shoes, bags), 20 test-split images each."""
+    from lookalike.evaluation.datasets import write_fashion_mnist_folder
+
+    root = write_fashion_mnist_folder(tmp_path_factory.mktemp("fm-unseen") / "u", "test", per_class=20)
+    paths = sorted(p for p in root.rglob("*.png") if p.parent.name not in CLASSES)
+    names = [p.parent.name for p in paths]
+    assert len(set(names)) == 6
+    return [Image.open(p).convert("RGB") for p in paths], np.unique(names, return_inverse=True)[1]
+
+
+def test_head_keeps_unseen_class_retrieval(head_model: dict, unseen: tuple[list[Image.Image], np.ndarray]) -> None:
+    """Issue #7's second target: training on 4 classes must not wreck retrieval of the others.
+
+    A head-only embedding (the old default, ``--alpha 0``) trained on these 4 classes drops unseen-class
+    mAP@R well below the frozen backbone's; the default blend keeps the backbone's geometry.
+    """
+    from lookalike.models.registry import create_model
+    from lookalike.training.metrics import retrieval_metrics
+
+    images, labels = unseen
+    frozen = retrieval_metrics(create_model("mobilenet_v2").embed(images), labels)
+    trained = retrieval_metrics(create_model("fm-head").embed(images), labels)
+    assert trained["recall@1"] >= frozen["recall@1"] - 0.05, (trained, frozen)
+    assert trained["map@r"] >= 0.9 * frozen["map@r"], (trained, frozen)
 
 
 def test_cli_index_and_search_with_trained_model(head_model: dict, labeled: Path, tmp_path: Path) -> None:

@@ -77,6 +77,12 @@ def train_command(
     views: Annotated[
         int | None, typer.Option(min=0, help="Augmented views per training image (head; default: 2 up to 10k images).")
     ] = None,
+    alpha: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="Weight of the frozen backbone vector in a head model's embedding (default 0.7)."
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the training report as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
@@ -99,6 +105,7 @@ def train_command(
                 force=force,
                 backbone=backbone,
                 views=views,
+                alpha=alpha,
                 progress=progress,
             )
     except (TrainingDataError, PackageError, UnknownModelError, WeightsNotInstalledError) as exc:

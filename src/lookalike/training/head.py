@@ -49,6 +49,13 @@ class HeadConfig:
     max_gallery: int = 10_000  # training images searched by validation queries each epoch (cost cap)
     views: int | None = None  # augmented views per training image; None: 2 up to 10k images, else 0
     seed: int = 0
+    # Weight of the frozen backbone vector in the embedding (see build_head); 0 = head output only.
+    alpha: float = 0.7
+    centre: bool = False  # subtract the training mean from the frozen vector before blending
+
+    def out_dim(self, in_dim: int) -> int:
+        """Size of the saved embedding: frozen vector + head output when blended."""
+        return in_dim + self.dim if self.alpha > 0 else self.dim
 
     def augment_views(self, n_train: int) -> int:
         if self.views is not None:
@@ -59,7 +66,17 @@ class HeadConfig:
         return asdict(self)
 
 
-def build_head(in_dim: int, hidden: int, dim: int) -> nn.Module:
+def build_head(in_dim: int, hidden: int, dim: int, alpha: float = 0.0) -> nn.Module:
+    """The projection head; with ``alpha > 0`` its embedding keeps the frozen vector too.
+
+    Why the blend: a head trained on a few classes collapses the directions that separate classes it
+    never saw (Fashion-MNIST, trained on 5 classes: unseen-class Recall@1 0.948 -> 0.873, mAP@R
+    halved). The embedding ``normalize([alpha * normalize(x - mean), (1 - alpha) * project(x)])``
+    has cosine ``(alpha^2 cos_frozen + (1 - alpha)^2 cos_head) / (alpha^2 + (1 - alpha)^2)``: a fixed
+    mix of the backbone's general geometry and the learned one. ``mean`` is a buffer (zeros unless
+    centring was asked for), so it travels in the state dict and the ONNX graph.
+    """
+    import torch
     from torch import nn
 
     class ProjectionHead(nn.Module):
@@ -67,12 +84,23 @@ def build_head(in_dim: int, hidden: int, dim: int) -> nn.Module:
 
         def __init__(self) -> None:
             super().__init__()
+            self.alpha = float(alpha)
             self.net = nn.Sequential(
                 nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim)
             )
+            if self.alpha > 0:
+                self.register_buffer("mean", torch.zeros(in_dim))
+
+        def project(self, x: torch.Tensor) -> torch.Tensor:
+            """The trained part alone (what the loss sees)."""
+            return nn.functional.normalize(self.net(x), dim=1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return nn.functional.normalize(self.net(x), dim=1)
+            if self.alpha <= 0:
+                return self.project(x)
+            frozen = nn.functional.normalize(x - self.mean, dim=1)
+            both = torch.cat([self.alpha * frozen, (1 - self.alpha) * self.project(x)], dim=1)
+            return nn.functional.normalize(both, dim=1)
 
     return ProjectionHead()
 
@@ -133,7 +161,9 @@ def train_head(
     progress = progress or TrainProgress()
     rng = seed_everything(config.seed)
     in_dim = train_features.shape[1]
-    head = build_head(in_dim, config.hidden, config.dim)
+    head = build_head(in_dim, config.hidden, config.dim, config.alpha)
+    if config.alpha > 0 and config.centre and len(train_features):
+        head.mean.copy_(torch.from_numpy(np.asarray(train_features, np.float32).mean(axis=0)))
     proxies = nn.Parameter(torch.randn(n_classes, config.dim) * 0.1)
     optimizer = torch.optim.AdamW(
         [
@@ -187,7 +217,7 @@ def train_head(
             if len(idx) < 2 or (drop_last and step == steps_per_epoch - 1 and len(idx) == 1):
                 scheduler.step()
                 continue
-            emb = head(x_all[idx])
+            emb = head.project(x_all[idx])
             logits = config.scale * emb @ nn.functional.normalize(proxies, dim=1).T
             loss = loss_fn(logits, y_all[idx])
             optimizer.zero_grad(set_to_none=True)
@@ -214,7 +244,8 @@ def train_head(
     return result
 
 
-def load_head(state_dict: dict[str, object], in_dim: int, hidden: int, dim: int) -> nn.Module:
-    head = build_head(in_dim, hidden, dim)
+def load_head(state_dict: dict[str, object], in_dim: int, hidden: int, dim: int, alpha: float = 0.0) -> nn.Module:
+    """``dim`` is the head's output size (not the blended embedding's)."""
+    head = build_head(in_dim, hidden, dim, alpha)
     head.load_state_dict(state_dict)  # type: ignore[arg-type]
     return head.eval()

@@ -113,7 +113,9 @@ class ModelPackage:
                 from lookalike.training.head import load_head
 
                 state = torch.load(weights, map_location="cpu", weights_only=True)
-                return load_head(state, int(c["in_dim"]), int(c["hidden"]), int(c["dim"]))
+                # Packages from before the blend have no head_dim/alpha: their head output is the embedding.
+                head_dim = int(c.get("head_dim", c["dim"]))
+                return load_head(state, int(c["in_dim"]), int(c["hidden"]), head_dim, float(c.get("alpha", 0.0)))
 
             shape: tuple[int, ...] = (int(c["in_dim"]),)
         elif self.recipe == "scratch":
@@ -132,7 +134,9 @@ class ModelPackage:
             raise PackageError(f"{self.path}: unknown recipe {self.recipe!r}")
         return ExportRecipe(
             name=f"trained-{self.name}-{self.recipe}",
-            version=str(PACKAGE_FORMAT),
+            version=f"{PACKAGE_FORMAT}"
+            if self.recipe != "head" or not c.get("alpha")
+            else f"{PACKAGE_FORMAT}a{c['alpha']}",
             weights_path=weights,
             build=build,
             input_shape=shape,  # type: ignore[arg-type]  # the head's input is a vector, not CHW

@@ -41,6 +41,7 @@ def train_model(
     force: bool = False,
     backbone: str = DEFAULT_MODEL,
     views: int | None = None,
+    alpha: float | None = None,
     progress: TrainProgress | None = None,
 ) -> ModelPackage:
     """Train ``recipe`` on ``labeled_dir`` (``ROOT/<class>/<images>``) and save it as model ``name``.
@@ -50,6 +51,8 @@ def train_model(
     """
     if recipe not in RECIPES:
         raise PackageError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise PackageError("--alpha must be between 0 and 1")
     if epochs is not None and epochs < 1:
         raise PackageError("--epochs must be at least 1")
     check_can_save(name, force)
@@ -58,7 +61,7 @@ def train_model(
     progress.stage("scan", None)
     data = scan_labeled_folder(labeled_dir)
     if recipe == "head":
-        package = _train_head(data, name, epochs, val_split, seed, force, backbone, views, progress)
+        package = _train_head(data, name, epochs, val_split, seed, force, backbone, views, alpha, progress)
     else:
         package = _train_scratch(data, name, epochs, val_split, seed, force, progress)
     progress.message(f"saved model {name!r} to {package.path} in {time.perf_counter() - started:.0f} s")
@@ -94,9 +97,12 @@ def _train_head(
     force: bool,
     backbone_name: str,
     views: int | None,
+    alpha: float | None,
     progress: TrainProgress,
 ) -> ModelPackage:
     config = HeadConfig(backbone=backbone_name, seed=seed, views=views)
+    if alpha is not None:
+        config.alpha = alpha
     if epochs is not None:
         config.epochs = epochs
     backbone = create_model(backbone_name)
@@ -165,7 +171,9 @@ def _train_head(
         "backbone_identity": backbone.spec.identity(),
         "in_dim": result.in_dim,
         "hidden": config.hidden,
-        "dim": config.dim,
+        "dim": config.out_dim(result.in_dim),  # the embedding: frozen vector + head output when blended
+        "head_dim": config.dim,
+        "alpha": config.alpha,
         "classes": data.classes,
         "preprocessing": f"{backbone.spec.preprocessing};backbone={backbone_name}",
         "input_size": backbone.spec.input_size,
@@ -185,7 +193,7 @@ def _check_export(package: ModelPackage, sample: np.ndarray, state: dict[str, An
 
     embedder = package.embedder()
     assert isinstance(embedder, HeadEmbedder)
-    head = load_head(state, sample.shape[1], config.hidden, config.dim)
+    head = load_head(state, sample.shape[1], config.hidden, config.dim, config.alpha)
     with torch.inference_mode():
         want = head(torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32))).numpy()
     diff = float(np.abs(embedder.embed_features(sample) - want).max()) if len(sample) else 0.0
