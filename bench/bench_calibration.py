@@ -3,10 +3,13 @@
 Collection: real photos (two thirds of ``datasets.photos()``), calibrated by ``Index.add`` from its
 own images. Held-out test pairs, balanced (as many copies as non-copies, the calibration's prior):
 
-* copies: new edited copies of indexed photos (other random edits than the calibration's), either of
-  the calibration's edit family (``same``) or of edits it never saw (``shifted``: rotation, mirror,
-  caption band, border, blur, heavy crop);
-* non-copies: held-out photos, plain and edited, whose best match is therefore not a copy.
+* copies: new edited copies of indexed photos (other random draws than the calibration's), of three
+  families: the calibration's own edit generator (``same``); ``shifted``: rotation, mirror, caption
+  band, border, blur, heavy crop (the edits the first calibration never saw; blur is still outside
+  the generator); ``benchmark``: the near-duplicate benchmark's standard edits (bench_neardup.py:
+  downscale, JPEG q20-50, crops 90/70/50%, rotation, flip, colour jitter, greyscale, text, border),
+  one kind per copy, kinds in turn;
+* non-copies: held-out photos, plain and with benchmark edits, whose best match is therefore not a copy.
 
 Each query's best match gets the predicted P(copy); the truth is whether that match is the query's
 source. With ``--whitening`` it also measures centering / PCA whitening learned on the collection:
@@ -69,13 +72,14 @@ def main() -> None:
         families = {
             "same": edited(sources, seed=11, family="same"),
             "shifted": edited(sources, seed=12, family="shifted"),
+            "benchmark": edited(sources, seed=14, family="benchmark"),
         }
-        negatives = [(p, None) for p in held] + edited(held, seed=13, per_image=per)
+        negatives = [(p, None) for p in held] + [(p, im) for p, im, _ in edited(held, 13, per, "benchmark")]
         ids, coll = index.store.all_vectors()
         path_of = {int(i): index.store.get(int(i)).path for i in ids}  # type: ignore[union-attr]
 
         def embed(pairs: list) -> np.ndarray:
-            return index.embed([p if im is None else im for p, im in pairs])
+            return index.embed([pair[0] if pair[1] is None else pair[1] for pair in pairs])
 
         neg_vecs = embed(negatives)
         fam_vecs = {name: embed(pairs) for name, pairs in families.items()}
@@ -89,7 +93,7 @@ def main() -> None:
     neg_score, _ = top1(neg_vecs, coll)
     for name, pairs in families.items():
         pos_score, best = top1(fam_vecs[name], coll)
-        correct = np.array([path_of[int(ids[b])] == str(src) for b, (src, _) in zip(best, pairs, strict=True)])
+        correct = np.array([path_of[int(ids[b])] == str(pair[0]) for b, pair in zip(best, pairs, strict=True)])
         scores = np.concatenate([pos_score, neg_score])
         truth = np.concatenate([correct, np.zeros(len(neg_score), bool)]).astype(float)
         for method in ("logistic", "isotonic"):
@@ -115,6 +119,26 @@ def main() -> None:
             f"\nthreshold_for_precision(0.99) = {t99:.4f}: measured precision {prec:.3f}, "
             f"recall {truth[above].sum() / max(1, truth.sum()):.3f} ({name} edits)"
         )
+        if name == "benchmark":
+            kinds = np.array([pair[2] for pair in pairs])
+            p_copy = cal.probability(pos_score)
+            kind_rows = []
+            for kind in dict.fromkeys(kinds):
+                sel = kinds == kind
+                kind_rows.append(
+                    [
+                        kind,
+                        int(sel.sum()),
+                        f"{correct[sel].mean():.3f}",
+                        f"{p_copy[sel].mean():.3f}",
+                        f"{(pos_score[sel] >= t99).mean():.3f}",
+                    ]
+                )
+            print_table(
+                "Benchmark edits, per kind (copies only)",
+                ["edit", "copies", "recall@1", "mean P(copy)", "found at the 0.99 threshold"],
+                kind_rows,
+            )
 
     if args.whitening:
         variants = {"raw": None, "center": fit_whitening(coll, "center")}
@@ -129,7 +153,7 @@ def main() -> None:
             for fam, pairs in families.items():
                 q = fam_vecs[fam] if tf is None else tf.apply(fam_vecs[fam])
                 p_s, best = top1(q, c)
-                ok = np.array([path_of[int(ids[b])] == str(src) for b, (src, _) in zip(best, pairs, strict=True)])
+                ok = np.array([path_of[int(ids[b])] == str(p[0]) for b, p in zip(best, pairs, strict=True)])
                 row += [f"{ok.mean():.3f}", f"{auroc(p_s[ok], n_s):.3f}"]
             rows.append(row)
         print_table(
