@@ -22,8 +22,8 @@ from lookalike.imaging.load import open_rgb
 from lookalike.search.calibration import copy_edit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_neardup import EDITS as BENCHMARK_EDITS  # noqa: E402
-from bench_neardup import edit as benchmark_edit  # noqa: E402
+from bench_neardup import EDITS as BENCHMARK_EDITS
+from bench_neardup import edit as benchmark_edit
 
 
 def split_photos(limit: int | None) -> tuple[list[Path], list[Path]]:
