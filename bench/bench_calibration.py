@@ -54,6 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer photos (a few minutes)")
     parser.add_argument("--whitening", action="store_true", help="also measure centering / PCA whitening")
+    parser.add_argument("--save-scores", type=Path, help="write the score samples and test pairs (npz)")
     args = parser.parse_args()
     start = time.perf_counter()
     indexed, held = split_photos(150 if args.quick else None)
@@ -91,11 +92,20 @@ def main() -> None:
         return sims[np.arange(len(queries)), best], best
 
     neg_score, _ = top1(neg_vecs, coll)
+    saved: dict[str, np.ndarray] = {"cal_copy": np.asarray(cal.copy_scores), "cal_nn": np.asarray(cal.nn_scores)}
+    nn = np.asarray(cal.nn_scores)
+    print(
+        f"non-copy tail: calibration sample n={len(nn)} p95 {np.quantile(nn, 0.95):.4f} max {nn.max():.4f}; "
+        f"held-out non-copies n={len(neg_score)} p95 {np.quantile(neg_score, 0.95):.4f} "
+        f"p99 {np.quantile(neg_score, 0.99):.4f} max {neg_score.max():.4f}; "
+        f"copy sample p05 {np.quantile(cal.copy_scores, 0.05):.4f} median {np.median(cal.copy_scores):.4f}"
+    )
     for name, pairs in families.items():
         pos_score, best = top1(fam_vecs[name], coll)
         correct = np.array([path_of[int(ids[b])] == str(pair[0]) for b, pair in zip(best, pairs, strict=True)])
         scores = np.concatenate([pos_score, neg_score])
         truth = np.concatenate([correct, np.zeros(len(neg_score), bool)]).astype(float)
+        saved[f"{name}_scores"], saved[f"{name}_truth"] = scores, truth
         for method in ("logistic", "isotonic"):
             cal.method = method
             rows, ece = reliability(cal.probability(scores), truth)
@@ -140,6 +150,8 @@ def main() -> None:
                 kind_rows,
             )
 
+    if args.save_scores:
+        np.savez(args.save_scores, **saved)
     if args.whitening:
         variants = {"raw": None, "center": fit_whitening(coll, "center")}
         for dim in (64, 128):
