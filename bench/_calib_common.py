@@ -42,7 +42,8 @@ def build_index(db: Path, paths: list[Path], model: str = "mobilenet_v2") -> Ind
 
 
 def shifted_edit(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Edits *not* used by the calibration: rotation, mirror, caption band, border, blur, heavy crop."""
+    """Rotation, mirror, caption band, border, blur, heavy crop: the edits the first (v1) calibration
+    never saw; v2 draws these kinds too, with other parameters (this row checks nothing regressed)."""
     img = image.convert("RGB")
     kind = int(rng.integers(0, 6))
     if kind == 0:

@@ -243,3 +243,17 @@ def test_rotated_flipped_bordered_copies_read_as_copies(tmp_path: Path) -> None:
             assert Path(best.path).name == source.name
             assert best.probability is not None and best.probability >= 0.8, (best.score, best.probability)
             assert best.label in ("duplicate", "very similar")
+
+
+def test_precision_threshold_holds_on_fresh_pairs_despite_a_thin_non_copy_sample() -> None:
+    """~190 non-copies say nothing about a 1% false-positive tail; the fitted tail must keep 0.99."""
+    precisions = []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        cal = build_calibration(rng.normal(0.93, 0.04, 200), rng.normal(0.7, 0.07, 190), rng.normal(0.7, 0.07, 190))
+        t = threshold_for_precision(cal, 0.99)
+        tp = (rng.normal(0.93, 0.04, 100_000) >= t).mean()
+        fp = (rng.normal(0.7, 0.07, 100_000) >= t).mean()
+        assert tp > 0.3  # still finds copies
+        precisions.append(tp / (tp + fp))
+    assert np.mean(precisions) >= 0.99 and min(precisions) >= 0.98

@@ -5,8 +5,9 @@ another (a shop's product shots all look alike). So lookalike measures two distr
 collection itself and reads every score against them:
 
 * **copy scores**: a sample of the collection's own images (up to 200, one edit each) is edited the way copies are
-  edited in the wild (downscale, JPEG, crop, colour shift), embedded, and scored against the stored
-  vector of its original. This is the score a true copy gets.
+  edited in the wild (a random composite from the standard copy-detection edits: crop, rotation,
+  mirror, colour jitter, greyscale, blur, text overlay, border, downscale, JPEG), embedded, and
+  scored against the stored vector of its original. This is the score a true copy gets.
 * **neighbour scores**: for a sample of items (up to 2,000), the similarity of their nearest and k-th
   nearest *different* items in the collection. This is the score the best match of an in-domain
   picture that is *not* a copy gets.
@@ -23,7 +24,8 @@ From them:
   detection with deep nearest neighbors"): a query whose k-th nearest-neighbour similarity is lower
   than the collection's own k-th-NN similarities at the chosen acceptance rate (default: 95% of the
   collection's items would be accepted) is flagged as having no similar images.
-* :func:`threshold_for_precision`: the score cut-off at which copy detection reaches a precision.
+* :func:`threshold_for_precision`: the score cut-off at which copy detection reaches a precision
+  (with a fitted tail for the non-copy scores, whose sample is too thin for a 0.99 target).
 
 The result is a JSON-able :class:`Calibration` kept in the store's metadata (key ``calibration``) and
 recomputed when the collection has grown or shrunk by more than :data:`STALE_FRACTION`.
@@ -416,8 +418,8 @@ def threshold_for_precision(calibration: Calibration, precision: float, prior: f
     peak = int(np.nanargmax(np.where(tpr > 0, prec, -1.0)))
     bad_idx = np.flatnonzero(prec[: peak + 1] < precision)
     start = bad_idx[-1] + 1 if len(bad_idx) else 0
-    if start > peak:  # not reachable: stricter than every non-copy and most copies
-        return float(min(1.0, max(neg[-1] + 1e-4, np.quantile(pos, 0.95))))
+    if start > peak:  # not reachable: the most precise threshold, and above every non-copy seen
+        return float(min(1.0, max(neg[-1] + 1e-4, candidates[peak])))
     return float(candidates[start])
 
 
