@@ -7,6 +7,7 @@ in-distribution queries, and metrics (AUROC, FPR at 95% TPR, reliability / ECE).
 from __future__ import annotations
 
 import io
+import random
 import sys
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from lookalike import Index
 from lookalike.evaluation.datasets import photos
 from lookalike.imaging.load import open_rgb
 from lookalike.search.calibration import copy_edit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_neardup import EDITS as BENCHMARK_EDITS
+from bench_neardup import edit as benchmark_edit
 
 
 def split_photos(limit: int | None) -> tuple[list[Path], list[Path]]:
@@ -37,7 +42,8 @@ def build_index(db: Path, paths: list[Path], model: str = "mobilenet_v2") -> Ind
 
 
 def shifted_edit(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Edits *not* used by the calibration: rotation, mirror, caption band, border, blur, heavy crop."""
+    """Rotation, mirror, caption band, border, blur, heavy crop: the edits the first (v1) calibration
+    never saw; v2 draws these kinds too, with other parameters (this row checks nothing regressed)."""
     img = image.convert("RGB")
     kind = int(rng.integers(0, 6))
     if kind == 0:
@@ -65,14 +71,32 @@ def shifted_edit(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.open(buf).convert("RGB")
 
 
-def edited(paths: list[Path], seed: int, per_image: int = 1, family: str = "same") -> list[tuple[Path, Image.Image]]:
-    """Edited copies (source path, image); ``family``: the calibration's own edits or ``shifted``."""
+def standard_edit(image: Image.Image, kind: str, rng: random.Random) -> Image.Image:
+    """One edit of the near-duplicate benchmark (bench_neardup.py), saved as JPEG as it saves it."""
+    out, quality = benchmark_edit(image.convert("RGB"), kind, rng)
+    buf = io.BytesIO()
+    out.save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def edited(
+    paths: list[Path], seed: int, per_image: int = 1, family: str = "same"
+) -> list[tuple[Path, Image.Image]] | list[tuple[Path, Image.Image, str]]:
+    """Edited copies (source path, image); ``family``: the calibration's own edits (``same``),
+    ``shifted`` (edits outside the original calibration family) or ``benchmark`` (the near-duplicate
+    benchmark's standard edits, kinds in turn; tuples then carry the kind as a third element)."""
     rng = np.random.default_rng(seed)
-    out = []
-    for path in paths:
+    prng = random.Random(seed)
+    out: list = []
+    for i, path in enumerate(paths):
         image = open_rgb(path, draft_size=512)
         image.thumbnail((1024, 1024))
-        for _ in range(per_image):
+        for j in range(per_image):
+            if family == "benchmark":
+                kind = BENCHMARK_EDITS[(i * per_image + j) % len(BENCHMARK_EDITS)]
+                out.append((path, standard_edit(image, kind, prng), kind))
+                continue
             edit = copy_edit(image, rng) if family == "same" else shifted_edit(image, rng)
             out.append((path, edit))
     return out

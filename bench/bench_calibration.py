@@ -3,10 +3,13 @@
 Collection: real photos (two thirds of ``datasets.photos()``), calibrated by ``Index.add`` from its
 own images. Held-out test pairs, balanced (as many copies as non-copies, the calibration's prior):
 
-* copies: new edited copies of indexed photos (other random edits than the calibration's), either of
-  the calibration's edit family (``same``) or of edits it never saw (``shifted``: rotation, mirror,
-  caption band, border, blur, heavy crop);
-* non-copies: held-out photos, plain and edited, whose best match is therefore not a copy.
+* copies: new edited copies of indexed photos (other random draws than the calibration's), of three
+  families: the calibration's own edit generator (``same``); ``shifted``: rotation, mirror, caption
+  band, border, blur, heavy crop (the edits the first calibration never saw; blur is still outside
+  the generator); ``benchmark``: the near-duplicate benchmark's standard edits (bench_neardup.py:
+  downscale, JPEG q20-50, crops 90/70/50%, rotation, flip, colour jitter, greyscale, text, border),
+  one kind per copy, kinds in turn;
+* non-copies: held-out photos, plain and with benchmark edits, whose best match is therefore not a copy.
 
 Each query's best match gets the predicted P(copy); the truth is whether that match is the query's
 source. With ``--whitening`` it also measures centering / PCA whitening learned on the collection:
@@ -51,6 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer photos (a few minutes)")
     parser.add_argument("--whitening", action="store_true", help="also measure centering / PCA whitening")
+    parser.add_argument("--save-scores", type=Path, help="write the score samples and test pairs (npz)")
     args = parser.parse_args()
     start = time.perf_counter()
     indexed, held = split_photos(150 if args.quick else None)
@@ -69,13 +73,14 @@ def main() -> None:
         families = {
             "same": edited(sources, seed=11, family="same"),
             "shifted": edited(sources, seed=12, family="shifted"),
+            "benchmark": edited(sources, seed=14, family="benchmark"),
         }
-        negatives = [(p, None) for p in held] + edited(held, seed=13, per_image=per)
+        negatives = [(p, None) for p in held] + [(p, im) for p, im, _ in edited(held, 13, per, "benchmark")]
         ids, coll = index.store.all_vectors()
         path_of = {int(i): index.store.get(int(i)).path for i in ids}  # type: ignore[union-attr]
 
         def embed(pairs: list) -> np.ndarray:
-            return index.embed([p if im is None else im for p, im in pairs])
+            return index.embed([pair[0] if pair[1] is None else pair[1] for pair in pairs])
 
         neg_vecs = embed(negatives)
         fam_vecs = {name: embed(pairs) for name, pairs in families.items()}
@@ -87,11 +92,20 @@ def main() -> None:
         return sims[np.arange(len(queries)), best], best
 
     neg_score, _ = top1(neg_vecs, coll)
+    saved: dict[str, np.ndarray] = {"cal_copy": np.asarray(cal.copy_scores), "cal_nn": np.asarray(cal.nn_scores)}
+    nn = np.asarray(cal.nn_scores)
+    print(
+        f"non-copy tail: calibration sample n={len(nn)} p95 {np.quantile(nn, 0.95):.4f} max {nn.max():.4f}; "
+        f"held-out non-copies n={len(neg_score)} p95 {np.quantile(neg_score, 0.95):.4f} "
+        f"p99 {np.quantile(neg_score, 0.99):.4f} max {neg_score.max():.4f}; "
+        f"copy sample p05 {np.quantile(cal.copy_scores, 0.05):.4f} median {np.median(cal.copy_scores):.4f}"
+    )
     for name, pairs in families.items():
         pos_score, best = top1(fam_vecs[name], coll)
-        correct = np.array([path_of[int(ids[b])] == str(src) for b, (src, _) in zip(best, pairs, strict=True)])
+        correct = np.array([path_of[int(ids[b])] == str(pair[0]) for b, pair in zip(best, pairs, strict=True)])
         scores = np.concatenate([pos_score, neg_score])
         truth = np.concatenate([correct, np.zeros(len(neg_score), bool)]).astype(float)
+        saved[f"{name}_scores"], saved[f"{name}_truth"] = scores, truth
         for method in ("logistic", "isotonic"):
             cal.method = method
             rows, ece = reliability(cal.probability(scores), truth)
@@ -115,7 +129,29 @@ def main() -> None:
             f"\nthreshold_for_precision(0.99) = {t99:.4f}: measured precision {prec:.3f}, "
             f"recall {truth[above].sum() / max(1, truth.sum()):.3f} ({name} edits)"
         )
+        if name == "benchmark":
+            kinds = np.array([pair[2] for pair in pairs])
+            p_copy = cal.probability(pos_score)
+            kind_rows = []
+            for kind in dict.fromkeys(kinds):
+                sel = kinds == kind
+                kind_rows.append(
+                    [
+                        kind,
+                        int(sel.sum()),
+                        f"{correct[sel].mean():.3f}",
+                        f"{p_copy[sel].mean():.3f}",
+                        f"{(pos_score[sel] >= t99).mean():.3f}",
+                    ]
+                )
+            print_table(
+                "Benchmark edits, per kind (copies only)",
+                ["edit", "copies", "recall@1", "mean P(copy)", "found at the 0.99 threshold"],
+                kind_rows,
+            )
 
+    if args.save_scores:
+        np.savez(args.save_scores, **saved)
     if args.whitening:
         variants = {"raw": None, "center": fit_whitening(coll, "center")}
         for dim in (64, 128):
@@ -129,7 +165,7 @@ def main() -> None:
             for fam, pairs in families.items():
                 q = fam_vecs[fam] if tf is None else tf.apply(fam_vecs[fam])
                 p_s, best = top1(q, c)
-                ok = np.array([path_of[int(ids[b])] == str(src) for b, (src, _) in zip(best, pairs, strict=True)])
+                ok = np.array([path_of[int(ids[b])] == str(p[0]) for b, p in zip(best, pairs, strict=True)])
                 row += [f"{ok.mean():.3f}", f"{auroc(p_s[ok], n_s):.3f}"]
             rows.append(row)
         print_table(

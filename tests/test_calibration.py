@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 from typer.testing import CliRunner
 
 from conftest import make_picture
 from lookalike import Index
 from lookalike.cli.app import app
+from lookalike.demo import demo_images_dir
 from lookalike.search import calibration as calib
 from lookalike.search.calibration import (
     Calibration,
@@ -200,3 +201,59 @@ def test_cli_calibrate_and_search_json(tmp_path: Path) -> None:
     assert fixed["queries"][0]["no_match_rule"] == "fixed"
     bad = runner.invoke(app, ["search", str(query), "--db", db, "--no-match-rule", "nope"])
     assert bad.exit_code == 2
+
+
+def test_copy_generator_covers_the_standard_edits() -> None:
+    """Every standard copy-detection edit can be drawn, and each does what its name says."""
+    assert {"crop", "rotate", "flip", "jitter", "grayscale", "text", "border", "downscale", "jpeg"} <= set(
+        calib.EDIT_KINDS
+    )
+    picture = make_picture(5)
+    rng = np.random.default_rng(0)
+    edited = {kind: calib._apply_edit(picture, kind, rng) for kind in calib.EDIT_KINDS}
+    assert np.array_equal(np.asarray(edited["flip"]), np.asarray(picture)[:, ::-1])
+    assert edited["border"].width > picture.width and edited["border"].height > picture.height
+    assert edited["crop"].width < picture.width and edited["downscale"].width <= picture.width // 2
+    grey = np.asarray(edited["grayscale"]).astype(int)
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    assert not np.array_equal(np.asarray(edited["text"]), np.asarray(picture))
+    copies = [calib.copy_edit(picture, rng) for _ in range(20)]
+    assert all(c.mode == "RGB" and min(c.size) >= 16 for c in copies)
+    assert len({c.size for c in copies}) > 10  # random composites, not one fixed edit
+
+
+@pytest.mark.slow
+def test_rotated_flipped_bordered_copies_read_as_copies(tmp_path: Path) -> None:
+    """Copies made with edits outside the first calibration's family (rotation, mirror, border) must
+    still read as copies: the calibration's own copies are drawn from the full standard edit family."""
+    folder = demo_images_dir()
+    source = sorted(folder.glob("*.jpg"))[3]
+    original = Image.open(source).convert("RGB")
+    queries = [
+        original.rotate(12, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=(0, 0, 0)),
+        ImageOps.mirror(original),
+        ImageOps.expand(original, border=original.width // 10, fill=(255, 255, 255)),
+    ]
+    with Index.open(tmp_path / "db") as index:
+        index.add([folder])
+        cal = index.calibration
+        assert cal is not None and cal.ok
+        for result in index.search_many(queries, k=3):
+            best = result.results[0]
+            assert Path(best.path).name == source.name
+            assert best.probability is not None and best.probability >= 0.8, (best.score, best.probability)
+            assert best.label in ("duplicate", "very similar")
+
+
+def test_precision_threshold_holds_on_fresh_pairs_despite_a_thin_non_copy_sample() -> None:
+    """~190 non-copies say nothing about a 1% false-positive tail; the fitted tail must keep 0.99."""
+    precisions = []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        cal = build_calibration(rng.normal(0.93, 0.04, 200), rng.normal(0.7, 0.07, 190), rng.normal(0.7, 0.07, 190))
+        t = threshold_for_precision(cal, 0.99)
+        tp = (rng.normal(0.93, 0.04, 100_000) >= t).mean()
+        fp = (rng.normal(0.7, 0.07, 100_000) >= t).mean()
+        assert tp > 0.3  # still finds copies
+        precisions.append(tp / (tp + fp))
+    assert np.mean(precisions) >= 0.99 and min(precisions) >= 0.98
