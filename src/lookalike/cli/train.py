@@ -80,7 +80,7 @@ def train_command(
     alpha: Annotated[
         float | None,
         typer.Option(
-            min=0.0, max=1.0, help="Weight of the frozen backbone vector in a head model's embedding (default 0.7)."
+            min=0.0, max=1.0, help="Weight of the frozen backbone vector in a head model's embedding (default 0.8)."
         ),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the training report as JSON.")] = False,

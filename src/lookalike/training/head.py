@@ -50,7 +50,7 @@ class HeadConfig:
     views: int | None = None  # augmented views per training image; None: 2 up to 10k images, else 0
     seed: int = 0
     # Weight of the frozen backbone vector in the embedding (see build_head); 0 = head output only.
-    alpha: float = 0.7
+    alpha: float = 0.8
     centre: bool = False  # subtract the training mean from the frozen vector before blending
 
     def out_dim(self, in_dim: int) -> int:
