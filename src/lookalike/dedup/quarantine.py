@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lookalike.durable import fsync_dir
 from lookalike.index import Index
 from lookalike.store.base import ItemRecord, Store, StoreError
 
@@ -109,19 +110,6 @@ def containing_root(path: str, roots: Sequence[str]) -> str | None:
     return best[1] if best else None
 
 
-def _fsync_dir(folder: str | os.PathLike[str]) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _free_name(target: Path) -> Path:
     """``target`` or ``stem (n).ext``: the first name not taken (checked again atomically by ``link``)."""
     if not os.path.lexists(target):
@@ -154,8 +142,8 @@ def _move_no_overwrite(src: str, dst: Path, sha256: str, *, exact: bool = False)
                 raise
             _copy_verified(src, dst, sha256)
         os.unlink(src)
-        _fsync_dir(dst.parent)
-        _fsync_dir(os.path.dirname(src))
+        fsync_dir(dst.parent)
+        fsync_dir(os.path.dirname(src))
         return dst
 
 
@@ -179,7 +167,7 @@ class _Manifest:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.handle = open(path, "x", encoding="utf-8")  # noqa: SIM115 - lives as long as the run; never clobbers
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def write(self, entry: dict[str, object]) -> None:
         self.handle.write(json.dumps(entry, ensure_ascii=False) + "\n")

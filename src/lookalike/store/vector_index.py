@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.durable import fsync_dir
+
 #: Latency target for the exact scan: ``auto`` stays exact while n x dim is at most this many
 #: floats (measured: 20k x 1280-d float32 takes ~4 ms on 2 cores; 100k x 1280 ~18 ms).
 AUTO_EXACT_FLOATS = 20_000 * 1280
@@ -281,7 +283,7 @@ class AnnIndex(VectorIndex):
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         self.path = target
         return target
 
@@ -365,19 +367,6 @@ def _inner(index: object) -> object:
 
     down = faiss.downcast_index(index)
     return down.index if isinstance(down, faiss.IndexPreTransform) else down
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def slug_of(spec_text: str) -> str:
