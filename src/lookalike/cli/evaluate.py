@@ -242,19 +242,18 @@ def _markdown(results: list[ModelEvaluation]) -> str:
 
 
 # -- models ---------------------------------------------------------------------------------------
-#: Reference throughput (images/s: decode + preprocess + model on 28 px Fashion-MNIST inputs upscaled to
-#: the model's size), from bench/bench_model_choice.py --quick on a 2-core machine that was shared with
-#: other heavy jobs (load average ~14): the order is meaningful, the absolute figures are low.
-#: `lookalike models --measure` measures on this machine instead.
+#: Reference throughput (images/s) from bench/bench_models.py on a quiet 2-core machine: CNNs on ready
+#: 224-260 px tensors at batch 32 (model only), hashes from one 224 px image's hash time. Decoding is
+#: extra (see the README's ingest table). `lookalike models --measure` measures on this machine instead.
 REFERENCE_SPEED: dict[str, float] = {
-    "mobilenet_v2": 26.1,
-    "efficientnet_lite0": 11.7,
-    "efficientnet_lite1": 5.8,
-    "efficientnet_lite2": 4.2,
-    "phash": 295.5,
-    "dhash": 1157.1,
+    "mobilenet_v2": 179.1,
+    "efficientnet_lite0": 148.3,
+    "efficientnet_lite1": 93.4,
+    "efficientnet_lite2": 71.4,
+    "phash": 2170.0,
+    "dhash": 3230.0,
 }
-SPEED_SOURCE = "bench/bench_model_choice.py on a shared, loaded 2-core machine (relative)"
+SPEED_SOURCE = "bench/bench_models.py on a quiet 2-core machine (model only)"
 
 
 def _model_row(info: ModelInfo) -> dict[str, object]:
@@ -335,6 +334,6 @@ def models_command(
             out.print(f"  not available here: {row['note']}")
     if not measure:
         out.print(
-            "images/s: reference figures from a shared 2-core machine (compare them, don't quote them); "
+            "images/s: model-only reference figures from a quiet 2-core machine (decoding is extra); "
             "`lookalike models --measure` times them here."
         )
