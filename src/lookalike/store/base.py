@@ -45,6 +45,16 @@ class Hit:
 class Store(ABC):
     """Items + vectors + search. Implementations must make every write atomic."""
 
+    @staticmethod
+    def _checked_batch(records: Sequence[ItemRecord], vectors: np.ndarray, dim: int | None) -> np.ndarray:
+        """The batch as float32 rows, after checking one vector per record of the index's width."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if len(records) != len(vectors):
+            raise ValueError("one vector per record")
+        if records and (dim is None or vectors.shape[1] != dim):
+            raise StoreError(f"vectors are {vectors.shape[1]}-d, the index holds {dim}-d vectors")
+        return vectors
+
     @property
     @abstractmethod
     def model_identity(self) -> dict[str, object] | None:

@@ -422,14 +422,9 @@ class LocalStore(Store):
             return int(self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
 
     def add(self, records: Sequence[ItemRecord], vectors: np.ndarray) -> list[int]:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if len(records) != len(vectors):
-            raise ValueError("one vector per record")
+        vectors = self._checked_batch(records, vectors, self.dim)
         if not records:
             return []
-        dim = self.dim
-        if dim is None or vectors.shape[1] != dim:
-            raise StoreError(f"vectors are {vectors.shape[1]}-d, the index holds {dim}-d vectors")
         now = time.time()
         ids: list[int] = []
         with self._lock:

@@ -230,14 +230,9 @@ class MilvusStore(Store):
             return int(res[0]["count(*)"])
 
     def add(self, records: Sequence[ItemRecord], vectors: np.ndarray) -> list[int]:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if len(records) != len(vectors):
-            raise ValueError("one vector per record")
+        vectors = self._checked_batch(records, vectors, self.dim)
         if not records:
             return []
-        dim = self.dim
-        if dim is None or vectors.shape[1] != dim:
-            raise StoreError(f"vectors are {vectors.shape[1]}-d, the index holds {dim}-d vectors")
         with self._lock:
             existing = self._by_paths([r.path for r in records])
             next_id = int(self.get_meta("next_id") or 1)  # type: ignore[arg-type]

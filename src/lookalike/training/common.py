@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -72,3 +74,34 @@ def seed_everything(seed: int) -> np.random.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+def close_epoch(
+    stopper: EarlyStopping,
+    result: Any,
+    module: Any,
+    progress: TrainProgress,
+    *,
+    epoch: int,
+    epochs: int,
+    loss: float,
+    score: float | None,
+    started: float,
+) -> bool:
+    """End one epoch the same way in every recipe: keep the best weights, report, decide to stop.
+
+    ``result`` needs ``state_dict``, ``history`` and ``stopped_early``; returns True to stop training.
+    """
+    if stopper.update(epoch, score):
+        result.state_dict = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    stats = EpochStats(epoch, epochs, loss, score, stopper.best, time.perf_counter() - started)
+    result.history.append(stats)
+    progress.epoch(stats)
+    if not stopper.should_stop:
+        return False
+    result.stopped_early = epoch < epochs
+    progress.message(
+        f"early stop after epoch {epoch}: validation Recall@1 has not improved for "
+        f"{stopper.patience} epochs (best {stopper.best:.3f} at epoch {stopper.best_epoch})"
+    )
+    return True

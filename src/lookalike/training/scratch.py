@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lookalike.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor
-from lookalike.training.common import EarlyStopping, EpochStats, TrainProgress, seed_everything
+from lookalike.training.common import EarlyStopping, EpochStats, TrainProgress, close_epoch, seed_everything
 from lookalike.training.head import validation_recall
 
 if TYPE_CHECKING:
@@ -214,17 +214,10 @@ def train_scratch(
             total += loss.item() * len(idx)
             seen += len(idx)
         score = evaluate()
-        if stopper.update(epoch, score):
-            result.state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        stats = EpochStats(epoch, config.epochs, total / max(seen, 1), score, stopper.best, time.perf_counter() - t0)
-        result.history.append(stats)
-        progress.epoch(stats)
-        if stopper.should_stop:
-            result.stopped_early = epoch < config.epochs
-            progress.message(
-                f"early stop after epoch {epoch}: validation Recall@1 has not improved for "
-                f"{config.patience} epochs (best {stopper.best:.3f} at epoch {stopper.best_epoch})"
-            )
+        loss = total / max(seen, 1)
+        if close_epoch(
+            stopper, result, model, progress, epoch=epoch, epochs=config.epochs, loss=loss, score=score, started=t0
+        ):
             break
     result.best_epoch = stopper.best_epoch
     result.train_seconds = time.perf_counter() - start_time
