@@ -4,10 +4,12 @@ The collection has topic clusters (members ~0.5-0.7 similar, like "same kind of 
 near-duplicate groups (~0.95 similar). The grouping runs in a fresh child process so its peak RSS is
 not inflated by building the store. Prints a table; also reports how many planted groups came back.
 
-    python bench/bench_dups.py --n 100000                # auto: the store's HNSW index above 20k items
+    python bench/bench_dups.py --n 100000                # auto: the store's ANN index above 20k items
     python bench/bench_dups.py --n 100000 --method exact # exact blocked k-NN graph (O(N^2 d))
+    python bench/bench_dups.py --n 1000000 --db /tmp/d1m # keep the store to rerun without rebuilding
 
-The ANN time includes building the HNSW graph (a store that was searched before has it saved).
+The ANN time includes building the store's `auto` index (IVF + SQ8 above 20k items; a store that
+was searched before has it saved).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def run(db: Path, method: str, threshold: float) -> dict[str, object]:
     from lookalike.dedup.groups import find_duplicate_groups
     from lookalike.store.local import LocalStore
 
-    store = LocalStore(db, create=False, index_kind={"ann": "hnsw", "exact": "flat"}.get(method, "auto"))
+    store = LocalStore(db, create=False, index_kind={"exact": "flat"}.get(method, "auto"))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     groups = find_duplicate_groups(store, threshold, method=method)

@@ -92,9 +92,10 @@ def test_auto_policy_exact_then_ivf() -> None:
     assert auto_spec(20_000, 1280).kind == "flat"
     assert auto_spec(400_000, 64).kind == "flat"  # 64-d hashes: 400k is the same ~4 ms scan
     big = auto_spec(1_000_000, 1280)
-    assert (big.kind, big.pca, big.nlist, big.encoding) == ("ivf", 0, 1024, "sq8")  # full width: recall
-    assert big.rerank > 0
-    assert auto_spec(4_000_000, 1280).nlist == 2048
+    assert (big.kind, big.pca, big.nlist, big.encoding) == ("ivf", 0, 4096, "sq8")  # full width: recall
+    assert big.rerank > 0 and big.nprobe == 0  # probes are measured at build time
+    assert auto_spec(4_000_000, 1280).nlist == 8192
+    assert auto_spec(100_000, 1280).nlist == 1024
     assert auto_spec(100_000, 128).pca == 0
 
 
@@ -246,3 +247,41 @@ def test_spec_that_cannot_fit_fails_before_any_work(tmp_path) -> None:
     ok.close()
     with pytest.raises(StoreError, match="pq48"):
         LocalStore(tmp_path / "db2", index_kind="ivf64,pq48")
+
+
+def test_ivf_without_nprobe_tunes_it_for_recall(tmp_path) -> None:
+    x = clustered(12_000, seed=21)
+    store, ids = make_store(tmp_path / "db", "ivf128,sq8", x)
+    search = store._ensure_search()
+    assert isinstance(search, AnnIndex)
+    nprobe = search.nprobe
+    assert nprobe is not None and 2 <= nprobe < 128  # measured, and cheaper than visiting every list
+    assert recall_vs_exact(store, ids, x, clustered(200, seed=22)) >= 0.95  # fresh queries
+    store.close()
+    # the chosen value is saved in the cache file: a reopened store uses it without re-measuring
+    again = LocalStore(tmp_path / "db", index_kind="ivf128,sq8")
+    reopened = again._ensure_search()
+    assert isinstance(reopened, AnnIndex) and reopened.nprobe == nprobe and reopened.tuned is None
+    again.close()
+
+
+def test_tuning_picks_more_probes_for_a_stricter_target(tmp_path) -> None:
+    x = clustered(12_000, seed=23)
+    live = np.ones(len(x), bool)
+    ann = AnnIndex.build(parse_spec("ivf128,sq8,norerank", DIM), x, live, len(x))
+    loose = ann.tune_nprobe(x, live, target=0.5)
+    strict = ann.tune_nprobe(x, live, target=0.999)
+    assert loose[1] >= 0.5 and loose[0] < strict[0]
+    assert strict[1] >= 0.999 or strict[0] == 128  # all lists visited when nothing less reaches it
+
+
+def test_an_untuned_cache_file_gets_the_old_probe_rule(tmp_path) -> None:
+    import faiss
+
+    x = clustered(12_000, seed=25)
+    live = np.ones(len(x), bool)
+    spec = parse_spec("ivf128,sq8", DIM)
+    ann = AnnIndex.build(spec, x, live, len(x))
+    faiss.extract_index_ivf(ann.index).nprobe = 1  # as files written before tuning existed
+    path = ann.save(tmp_path, "ivf128_sq8", "vectors0")
+    assert AnnIndex.load(spec, path).nprobe == 16

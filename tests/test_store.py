@@ -148,3 +148,20 @@ def test_opening_an_index_writes_nothing(tmp_path: Path) -> None:
     again = LocalStore(tmp_path / "db")
     again.search(_vectors(1), 2)
     assert (again.get_meta("generation"), again.get_meta("updated_at")) == before
+
+
+def test_vector_rows_read_lazily_and_match_all_vectors(tmp_path: Path) -> None:
+    store = _store(tmp_path / "db")
+    vecs = _vectors(50)
+    ids = store.add(_records(50), vecs)
+    store.remove(ids[10:20])
+    all_ids, all_vecs = store.all_vectors()
+    lazy_ids, rows = store.vector_rows()
+    assert lazy_ids.tolist() == all_ids.tolist() and rows.shape == all_vecs.shape
+    assert isinstance(rows.matrix, np.memmap)  # a view of the file, not a copy in RAM
+    np.testing.assert_array_equal(rows[:], all_vecs)
+    picks = np.array([30, 2, 17, 2])  # unsorted, repeated
+    np.testing.assert_array_equal(rows[picks], all_vecs[picks])
+    np.testing.assert_array_equal(rows[5], all_vecs[5])
+    np.testing.assert_array_equal(rows.take(picks)[1:3], all_vecs[picks[1:3]])
+    store.close()

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lookalike.dedup.keep import DEFAULT_KEEP, keep_key
-from lookalike.store.base import ItemRecord, Store
+from lookalike.store.base import ItemRecord, Store, VectorRows
 from lookalike.store.vector_index import AUTO_EXACT_LIMIT
 
 #: Cosine threshold per model, measured with bench/bench_neardup.py (see docs/cleaning.md).
@@ -199,7 +199,7 @@ def knn_edges(
 def ann_edges(
     store: Store,
     ids: np.ndarray,
-    vectors: np.ndarray,
+    vectors: np.ndarray | VectorRows,
     k: int,
     threshold: float,
     block_rows: int = 4096,
@@ -284,7 +284,7 @@ def anchored_groups(
     order: np.ndarray | list[int],
     adj: dict[int, dict[int, float]],
     *,
-    vectors: np.ndarray | None = None,
+    vectors: np.ndarray | VectorRows | None = None,
     threshold: float = 0.0,
     linkage: str = "anchor",
     forbidden: set[tuple[int, int]] | None = None,
@@ -354,7 +354,7 @@ def find_duplicate_groups(
         threshold = default_threshold(model, margin)
     key = keep_key(keep)
     records = {rec.id: rec for rec in store.items()}
-    ids, vectors = store.all_vectors()
+    ids, vectors = store.vector_rows()  # read lazily: 1M x 1280-d would be 5 GB in RAM
     by_sha: dict[str, list[ItemRecord]] = defaultdict(list)
     rep_row: dict[str, int] = {}
     for row, item_id in enumerate(ids.tolist()):
@@ -365,8 +365,7 @@ def find_duplicate_groups(
         rep_row.setdefault(rec.sha256, row)
     shas = sorted(by_sha, key=lambda sha: key(min(by_sha[sha], key=key)))  # best content first
     rows = np.asarray([rep_row[sha] for sha in shas], dtype=np.int64)
-    rep_ids, rep_vectors = ids[rows], vectors[rows] if len(rows) else vectors[:0]
-    del vectors
+    rep_ids, rep_vectors = ids[rows], vectors.take(rows)
     sha_index = {sha: i for i, sha in enumerate(shas)}
     forbidden = {
         (min(sha_index[a], sha_index[b]), max(sha_index[a], sha_index[b]))
@@ -378,7 +377,7 @@ def find_duplicate_groups(
     refs = np.full(len(shas), np.nan, dtype=np.float32) if margin > 0 else None
     extra: dict[str, object] = {"refs": refs, "floor": threshold - margin, "sure": sure} if margin > 0 else {}
     if method == "exact":
-        edges = knn_edges(rep_vectors, k, threshold, **extra)  # type: ignore[arg-type]
+        edges = knn_edges(rep_vectors[:], k, threshold, **extra)  # type: ignore[arg-type]
     elif method == "ann":
         edges = ann_edges(store, rep_ids, rep_vectors, k, threshold, **extra)  # type: ignore[arg-type]
     else:

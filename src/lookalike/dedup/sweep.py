@@ -96,7 +96,7 @@ def sweep(
         raise ValueError("give at least one --like example")
     pos = example_vectors(index, like)
     neg = example_vectors(index, unlike) if unlike else None
-    ids, vectors = index.store.all_vectors()
+    ids, vectors = index.store.vector_rows()  # read block by block, never all in RAM
     result = SweepResult(threshold, [_label(x) for x in like], [_label(x) for x in unlike])
     found: list[tuple[int, float, float | None]] = []
     for start in range(0, len(ids), _BLOCK):

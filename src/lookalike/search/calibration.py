@@ -44,7 +44,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 from lookalike.imaging.load import ImageLoadError, open_rgb
 from lookalike.models.base import Embedder
 from lookalike.search.matching import FIXED_NO_MATCH_BELOW
-from lookalike.store.base import Store
+from lookalike.store.base import Store, VectorRows
 
 META_KEY = "calibration"
 VERSION = 2  # 2: copies drawn from the full standard edit family
@@ -457,7 +457,7 @@ def compute_calibration(
 ) -> Calibration:
     """Measure the collection (see the module docstring). Reads sampled files again to edit them."""
     started = time.perf_counter()
-    ids, vectors = store.all_vectors()
+    ids, vectors = store.vector_rows()  # rows read on demand: only samples are needed
     n = len(ids)
     if n < MIN_ITEMS:
         return fallback(
@@ -534,7 +534,7 @@ def _rounded(values: np.ndarray) -> list[float]:
 def _neighbour_scores(
     store: Store,
     ids: np.ndarray,
-    vectors: np.ndarray,
+    vectors: np.ndarray | VectorRows,
     sample: np.ndarray,
     k: int,
     progress: CalibrationProgress | None,
@@ -577,7 +577,7 @@ def _copy_scores(
     store: Store,
     model: Embedder,
     ids: np.ndarray,
-    vectors: np.ndarray,
+    vectors: np.ndarray | VectorRows,
     rng: np.random.Generator,
     copies: int,
     edits_per_image: int,

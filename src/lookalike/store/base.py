@@ -36,6 +36,38 @@ class ItemRecord:
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
 
+class VectorRows:
+    """Rows of a matrix (often memory-mapped) picked by row numbers and read only when indexed.
+
+    Lets a million-item job (``dups``) walk the vectors in blocks instead of copying gigabytes
+    into RAM; an in-memory array works the same way.
+    """
+
+    def __init__(self, matrix: np.ndarray, rows: np.ndarray) -> None:
+        self.matrix = matrix
+        self.rows = np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.rows), int(self.matrix.shape[1]))
+
+    def take(self, picks: np.ndarray) -> VectorRows:
+        """A view of some of these rows (no read)."""
+        return VectorRows(self.matrix, self.rows[picks])
+
+    def __getitem__(self, key: int | slice | np.ndarray | list[int]) -> np.ndarray:
+        picks = self.rows[key]
+        if np.ndim(picks) == 0:
+            return np.asarray(self.matrix[int(picks)], dtype=np.float32)
+        order = np.argsort(picks, kind="stable")  # ascending reads are kinder to the page cache
+        out = np.empty((len(picks), self.matrix.shape[1]), dtype=np.float32)
+        out[order] = self.matrix[picks[order]]
+        return out
+
+
 @dataclass(frozen=True)
 class Hit:
     id: int
@@ -101,6 +133,11 @@ class Store(ABC):
     @abstractmethod
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of every item; used by dedup, calibration and evaluation."""
+
+    def vector_rows(self) -> tuple[np.ndarray, VectorRows]:
+        """(ids, rows): like :meth:`all_vectors`, but stores that can read rows lazily do so."""
+        ids, vectors = self.all_vectors()
+        return ids, VectorRows(vectors, np.arange(len(ids)))
 
     @abstractmethod
     def file_states(self) -> dict[str, tuple[int, int, int]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.store.base import Hit, ItemRecord, ModelMismatchError, Store, StoreError
+from lookalike.store.base import Hit, ItemRecord, ModelMismatchError, Store, StoreError, VectorRows
 from lookalike.store.vector_index import (
     AUTO_EXACT_FLOATS,
     AnnIndex,
@@ -550,6 +550,13 @@ class LocalStore(Store):
             slots = np.flatnonzero(self._live)
             return self._slot_to_id[slots].copy(), np.array(self._matrix[slots], dtype=np.float32)
 
+    def vector_rows(self) -> tuple[np.ndarray, VectorRows]:
+        """Ids plus a lazy view of the memory-mapped vector file (nothing copied)."""
+        with self._lock:
+            self._refresh()
+            slots = np.flatnonzero(self._live)
+            return self._slot_to_id[slots].copy(), VectorRows(self._matrix, slots)
+
     def search(self, queries: np.ndarray, k: int, exclude: Sequence[int] = ()) -> list[list[Hit]]:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         with self._lock:
@@ -624,6 +631,7 @@ class LocalStore(Store):
     def info(self) -> dict[str, object]:
         with self._lock:
             model = self._meta("model") or {}
+            search = self._ensure_search()
             return {
                 "db": str(self.folder),
                 "count": len(self),
@@ -631,8 +639,9 @@ class LocalStore(Store):
                 "model_version": model.get("version") if isinstance(model, dict) else None,
                 "preprocessing": model.get("preprocessing") if isinstance(model, dict) else None,
                 "dimensions": self._meta("dim"),
-                "index": self._ensure_search().kind,
+                "index": search.kind,
                 "index_spec": self.index_kind,
+                "index_nprobe": getattr(search, "nprobe", None),
                 "size_bytes": self.disk_bytes(),
                 "created_at": self._meta("created_at"),
                 "updated_at": self._meta("updated_at"),

@@ -14,9 +14,12 @@ memory-mapped vectors). Approximate indexes are faiss indexes described by a sma
 =====================  ==========================================================================
 
 Extra tokens: ``nprobe32`` (lists visited), ``ef128`` (HNSW search breadth), ``rerank200``
-(candidates re-scored exactly), ``norerank``. Lossy codes (PCA, SQ, PQ) are re-ranked by default:
-the index proposes candidates and their exact scores are computed from the memory-mapped raw
-vectors, so recall stays high while RAM holds only codes.
+(candidates re-scored exactly), ``norerank``. Without ``nprobeN`` an IVF index measures its own
+``nprobe`` when it is built: the fewest lists that reach recall@10 >= :data:`TARGET_RECALL` against
+exact search, with the collection's own vectors as queries (it is saved in the index file).
+Lossy codes (PCA, SQ, PQ) are re-ranked by default: the index proposes candidates and their exact
+scores are computed from the memory-mapped raw vectors, so recall stays high while RAM holds only
+codes.
 
 An ANN file covers slots ``[0, covered)``; slots appended since (the *tail*) are scanned exactly
 and merged, so adds are searchable at once. The file is only ever replaced whole (temp file, fsync,
@@ -43,6 +46,10 @@ AUTO_EXACT_FLOATS = 20_000 * 1280
 #: Kept for callers of the old constant (items of 1280-d vectors).
 AUTO_EXACT_LIMIT = 20_000
 _CHUNK = 32_768  # rows per add/transform step, so building never copies the whole vector file
+#: Recall@10 (after re-ranking) an IVF index is tuned to when its spec names no ``nprobe``. Above
+#: the 0.95 we promise, because the sample the probes are tuned on is small (256 queries).
+TARGET_RECALL = 0.97
+TUNE_QUERIES = 256
 
 
 class IndexSpecError(ValueError):
@@ -172,13 +179,16 @@ def _check_dims(spec: IndexSpec, dim: int) -> None:
 def auto_spec(n_live: int, dim: int) -> IndexSpec:
     """The ``auto`` policy: exact while the scan meets the latency target, else IVF + SQ8 + re-rank.
 
-    nlist ~ sqrt(n) (a power of two) keeps lists ~sqrt(n) long. Full width, no PCA: at 1M vectors
-    (bench/bench_ann.py) ``ivf1024,sq8`` kept recall@10 >= 0.996 where ``pca256,ivf1024,sq8`` fell to
-    0.86-0.93; its codes take 1 byte per dimension (1M x 1280-d: 1.2 GB, memory-mapped).
+    nlist ~ 4 sqrt(n) (a power of two): real collections are clustered, so k-means lists are very
+    uneven, and with sqrt(n) lists at 1M vectors the few probed lists held 14% of the collection
+    (33 ms a query); 4096 lists took it to ~3 ms (bench/bench_ann.py). How many lists a query visits
+    is then measured at build time (:meth:`AnnIndex.tune_nprobe`), not guessed. Full width, no PCA:
+    at 1M vectors ``pca256,ivf1024,sq8`` lost recall (0.86-0.93); SQ8 codes take 1 byte per
+    dimension (1M x 1280-d: 1.2 GB, memory-mapped).
     """
     if n_live * dim <= AUTO_EXACT_FLOATS:
         return IndexSpec("flat", "flat")
-    nlist = int(min(65536, max(64, 2 ** round(math.log2(math.sqrt(n_live))))))
+    nlist = int(min(65536, max(64, 2 ** round(math.log2(4 * math.sqrt(n_live))))))
     return parse_spec(f"ivf{nlist},sq8", dim)
 
 
@@ -246,6 +256,7 @@ class AnnIndex(VectorIndex):
         self.kind = spec.text
         self.matrix: np.ndarray = np.zeros((0, 1), np.float32)
         self.live: np.ndarray = np.zeros(0, bool)
+        self.tuned: tuple[int, float] | None = None  # (nprobe, recall) when this process tuned it
         self._set_params()
 
     # -- build / persist ----------------------------------------------------------------------
@@ -266,7 +277,37 @@ class AnnIndex(VectorIndex):
             index.train(np.ascontiguousarray(matrix[sample], dtype=np.float32))
         self = cls(spec, index, 0, len(live_slots))
         self.extend(matrix, n_slots)
+        if spec.kind == "ivf" and not spec.nprobe:
+            self.tune_nprobe(matrix, live, seed=seed)
         return self
+
+    def tune_nprobe(
+        self, matrix: np.ndarray, live: np.ndarray, target: float = TARGET_RECALL, seed: int = 0, k: int = 10
+    ) -> tuple[int, float]:
+        """Set ``nprobe`` to the fewest lists (steps of ~sqrt 2) whose recall@k reaches ``target``.
+
+        Queries are live vectors of the collection itself (their own slot excluded), which is what
+        ``similar`` and ``dups`` ask; the truth is an exact scan. Returns (nprobe, measured recall).
+        """
+        inner = self._faiss.downcast_index(_inner(self.index))
+        live_slots = np.flatnonzero(live[: self.covered])
+        rng = np.random.default_rng(seed + 1)
+        picked = np.sort(rng.choice(live_slots, size=min(TUNE_QUERIES, len(live_slots)), replace=False))
+        queries = np.ascontiguousarray(matrix[picked], dtype=np.float32)
+        truth = _without(picked, exact_search(matrix[: self.covered], live[: self.covered], queries, k + 1)[1], k)
+        self.attach(matrix[: self.covered], live[: self.covered])
+        nlist = int(inner.nlist)
+        ladder = sorted({round(2 ** (i / 2)) for i in range(2, 34)})  # 2, 3, 4, 6, 8, 11, 16, 23 ...
+        tried = [p for p in ladder if p < nlist] + [nlist]
+        recall = 0.0
+        for nprobe in tried:
+            inner.nprobe = nprobe
+            found = _without(picked, self.search(queries, k + 1)[1], k)
+            recall = float(np.mean([len(set(f) & set(t)) / max(1, len(t)) for f, t in zip(found, truth, strict=True)]))
+            if recall >= target:
+                break
+        self.tuned = (int(inner.nprobe), recall)
+        return self.tuned
 
     def extend(self, matrix: np.ndarray, n_slots: int) -> None:
         """Add slots [covered, n_slots) (dead ones too: positions must equal slot numbers)."""
@@ -295,6 +336,8 @@ class AnnIndex(VectorIndex):
         _, _, trained, covered = parse_cache_name(path.name)
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap and spec.kind == "ivf" else 0
         index = faiss.read_index(str(path), flags)
+        if flags:
+            _prefetch(path)
         if int(index.ntotal) != covered:
             raise ValueError(f"{path.name}: holds {index.ntotal} vectors, name says {covered}")
         return cls(spec, index, covered, trained, path)
@@ -307,6 +350,13 @@ class AnnIndex(VectorIndex):
         return self
 
     @property
+    def nprobe(self) -> int | None:
+        """Lists an IVF query visits (None for other kinds)."""
+        if self.spec.kind != "ivf":
+            return None
+        return int(self._faiss.downcast_index(_inner(self.index)).nprobe)
+
+    @property
     def tail(self) -> int:
         return max(0, self.matrix.shape[0] - self.covered)
 
@@ -314,7 +364,10 @@ class AnnIndex(VectorIndex):
         inner = self._faiss.downcast_index(_inner(self.index))
         if self.spec.kind == "ivf":
             nlist = int(inner.nlist)
-            inner.nprobe = self.spec.nprobe or min(nlist, max(16, nlist // 32))
+            if self.spec.nprobe:
+                inner.nprobe = min(nlist, self.spec.nprobe)
+            elif int(inner.nprobe) <= 1:  # a file from before tuning (faiss' default is 1)
+                inner.nprobe = min(nlist, max(16, nlist // 32))
         elif self.spec.kind == "hnsw":
             inner.hnsw.efSearch = self.spec.ef or 64
 
@@ -359,6 +412,38 @@ class AnnIndex(VectorIndex):
     def memory_bytes(self) -> int:
         """Approximate bytes of codes this index keeps (in RAM or in its memory-mapped file)."""
         return int(self.path.stat().st_size) if self.path and self.path.exists() else 0
+
+
+def exact_search(
+    matrix: np.ndarray, live: np.ndarray, queries: np.ndarray, k: int, block_rows: int = 65_536
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k over live rows, in blocks (never a queries x n score matrix)."""
+    best_s = np.full((len(queries), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(queries), 0), np.int64)
+    for start in range(0, matrix.shape[0], block_rows):
+        stop = min(matrix.shape[0], start + block_rows)
+        scores, slots = FlatIndex(matrix[:stop], live[:stop], start=start).search(queries, k)
+        best_s, best_i = _top_k(np.hstack([best_s, scores]), np.hstack([best_i, slots]), k)
+    return best_s, best_i
+
+
+def _without(own: np.ndarray, slots: np.ndarray, k: int) -> list[list[int]]:
+    """Each row's first k slots other than the query's own slot (and empty places)."""
+    return [[int(s) for s in row if s >= 0 and s != me][:k] for me, row in zip(own, slots, strict=True)]
+
+
+def _prefetch(path: Path) -> None:
+    """Ask the kernel to read a memory-mapped file ahead in the background (opening stays fast)."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # only a hint
 
 
 def _inner(index: object) -> object:
