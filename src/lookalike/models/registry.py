@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from lookalike.models.base import Embedder
 
-DEFAULT_MODEL = "mobilenet_v2"
+DEFAULT_MODEL = "mobilenet_v2_ml"  # chosen by measurement: docs/models.md "Choosing the default"
 
 
 @dataclass(frozen=True)
