@@ -9,7 +9,7 @@ For every offline model (and preprocessing levers of the default):
   pair F1 at the model's default duplicate threshold, and the best F1 over thresholds (oracle).
 * **images/s**: decode + preprocess + model over the Fashion-MNIST images (wall clock, all cores).
 
-Usage: ``python bench/bench_model_choice.py [--quick] [--models a,b] [--fashion N] [--photos N]``.
+Usage: ``python bench/bench_model_choice.py [--quick] [--models a,b] [--fashion N] [--photos N] [--threads T]``.
 ``--quick`` uses 1,000 Fashion-MNIST images (100 per class) and 20 photos.
 """
 
