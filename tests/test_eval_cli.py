@@ -113,7 +113,7 @@ def test_eval_errors_are_clear(tmp_path: Path) -> None:
 def test_models_lists_dimension_size_and_availability() -> None:
     doc = run_json("models")
     rows = {row["name"]: row for row in doc["models"]}
-    assert doc["default"] == "mobilenet_v2_ml"
+    assert doc["default"] == "mobilenet_v2"
     assert {"mobilenet_v2", "mobilenet_v2_ml", "efficientnet_lite0", "phash", "dhash"} <= set(rows)
     assert rows["mobilenet_v2_ml"]["dim"] == 1376 and rows["mobilenet_v2_ml"]["available"] is True
     mobile = rows["mobilenet_v2"]

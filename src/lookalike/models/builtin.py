@@ -39,7 +39,7 @@ def _build_mobilenet(weights_path: str):  # -> torch.nn.Module; torch imported l
 
 @register_model(
     "mobilenet_v2",
-    description="MobileNetV2, ImageNet weights (torchvision); pooled 1280-d features (previous default).",
+    description="MobileNetV2, ImageNet weights (torchvision); pooled 1280-d features. Fast default.",
     dim=MOBILENET_DIM,
     offline=True,
     weights=lambda: package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP),
@@ -77,7 +77,7 @@ def _build_mobilenet_multi(weights_path: str):  # -> torch.nn.Module; torch impo
 
 @register_model(
     "mobilenet_v2_ml",
-    description="MobileNetV2, ImageNet weights; power-normalised top + block-13 features, 1376-d. Default.",
+    description="MobileNetV2; power-normalised top + block-13 features, 1376-d: better classes, weaker no-match.",
     dim=MOBILENET_MULTI_DIM,
     offline=True,
     weights=lambda: package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from lookalike.models.base import Embedder
 
-DEFAULT_MODEL = "mobilenet_v2_ml"  # chosen by measurement: docs/models.md "Choosing the default"
+DEFAULT_MODEL = "mobilenet_v2"
 
 
 @dataclass(frozen=True)

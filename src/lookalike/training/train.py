@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.models.registry import create_model
+from lookalike.models.registry import DEFAULT_MODEL, create_model
 from lookalike.training.common import TrainProgress
 from lookalike.training.data import LabeledImages, scan_labeled_folder, split_validation
 from lookalike.training.features import FeatureCache, extract_features
@@ -39,7 +39,7 @@ def train_model(
     val_split: float = 0.1,
     seed: int = 0,
     force: bool = False,
-    backbone: str = "mobilenet_v2",  # the measured recipe (docs/training.md); not the index default
+    backbone: str = DEFAULT_MODEL,
     views: int | None = None,
     alpha: float | None = None,
     progress: TrainProgress | None = None,
