@@ -9,7 +9,7 @@ For every offline model (and preprocessing levers of the default):
   pair F1 at the model's default duplicate threshold, and the best F1 over thresholds (oracle).
 * **images/s**: decode + preprocess + model over the Fashion-MNIST images (wall clock, all cores).
 
-Usage: ``python bench/bench_model_choice.py [--quick] [--models a,b] [--fashion N] [--photos N]``.
+Usage: ``python bench/bench_model_choice.py [--quick] [--models a,b] [--fashion N] [--photos N] [--threads T]``.
 ``--quick`` uses 1,000 Fashion-MNIST images (100 per class) and 20 photos.
 """
 
@@ -37,7 +37,16 @@ from lookalike.evaluation.retrieval import (
 )
 from lookalike.models.registry import create_model
 
-OFFLINE = ["mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "phash", "dhash"]
+OFFLINE = [
+    "mobilenet_v2",
+    "mobilenet_v2_ml",
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "phash",
+    "dhash",
+]
+HASHES = ("phash", "dhash")
 
 
 def fashion_subset(n: int) -> tuple[list[Image.Image], np.ndarray]:
@@ -75,6 +84,7 @@ def main() -> None:
     parser.add_argument("--fashion", type=int, default=None, help="Fashion-MNIST images (default 10000)")
     parser.add_argument("--photos", type=int, default=None, help="photos for the near-dup set (default 40)")
     parser.add_argument("--levers", action="store_true", help="also try preprocessing levers on mobilenet_v2")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per model (default: all)")
     args = parser.parse_args()
     n_fashion = args.fashion or (1000 if args.quick else 10000)
     n_photos = args.photos or (20 if args.quick else 40)
@@ -94,7 +104,11 @@ def main() -> None:
         variants.append(("mobilenet_v2", "bicubic"))
     rows = []
     for name, lever in variants:
-        model = create_model(name)
+        model = (
+            create_model(name, intra_op_num_threads=args.threads)
+            if args.threads and name not in HASHES
+            else create_model(name)
+        )
         embedder = Bicubic(model) if lever == "bicubic" else model
         label = name if lever == "default" else f"{name} ({lever} upscale)"
         embed_images(embedder, fm_images[:64])  # warm-up: first-run ONNX export and session start

@@ -61,7 +61,7 @@ def main() -> None:
         if not info.offline:
             continue
         try:
-            kwargs = {"intra_op_num_threads": args.threads} if info.dim == 1280 else {}
+            kwargs = {"intra_op_num_threads": args.threads} if info.dim > 64 else {}  # CNNs, not hashes
             model = create_model(info.name, **kwargs)
         except WeightsNotInstalledError as exc:
             print(f"{info.name:<20}skipped: {str(exc).splitlines()[0]}")

@@ -296,7 +296,7 @@ def main() -> None:
             )
         curve = []
         settings = [(t, 0.0) for t in (0.70, 0.75, 0.78, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.96)]
-        settings += [(t, m) for t in (0.76, 0.78, 0.80, 0.82, 0.84) for m in (0.03, 0.05, 0.07, 0.09)]
+        settings += [(t, m) for t in (0.70, 0.72, 0.74, 0.76, 0.78, 0.80, 0.82, 0.84) for m in (0.03, 0.05, 0.07, 0.09)]
         for t, m in settings:
             pred = group_pairs([g.to_dict() for g in find_duplicate_groups(index.store, t, margin=m)])
             touching = {pair for pair in pred if any(labels[n][0] >= 0 for n in pair)}

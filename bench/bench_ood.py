@@ -9,7 +9,7 @@ Per OOD kind: AUROC and FPR at 95% TPR of each rule's score (the best similarity
 rule, the k-th best for the k-NN rule), and each rule's actual operating point as shipped (fixed:
 best < 0.5; k-NN: k-th below the collection's 5% quantile). In-distribution is the positive class.
 
-Usage: python bench/bench_ood.py [--quick] [--k 1 5 10]
+Usage: python bench/bench_ood.py [--quick] [--k 1 5 10] [--model NAME]
 """
 
 from __future__ import annotations
@@ -50,13 +50,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer photos and OOD images (a few minutes)")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 5, 10], help="k values of the k-NN score to show")
     parser.add_argument("--accept", type=float, default=0.95)
+    parser.add_argument("--model", default="mobilenet_v2", help="embedding model (default: the measured mobilenet_v2)")
     args = parser.parse_args()
     per_kind = 40 if args.quick else 120
     start = time.perf_counter()
     indexed, held = split_photos(150 if args.quick else None)
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as tmp:
-        index = build_index(Path(tmp) / "db", indexed)
+        index = build_index(Path(tmp) / "db", indexed, args.model)
         cal = index.calibration
         assert cal is not None and cal.ok, cal
         print(f"collection: {len(indexed)} photos; held out: {len(held)}; calibration {cal.seconds:.1f} s")

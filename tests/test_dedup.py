@@ -219,6 +219,9 @@ def test_default_threshold_follows_the_margin(tmp_path: Path) -> None:
 
     assert default_margin("mobilenet_v2") == 0.07 and default_threshold("mobilenet_v2") == 0.80
     assert default_threshold("mobilenet_v2", 0.0) == 0.86
+    # mobilenet_v2_ml's own measured pair (bench_neardup --quick, docs/models.md)
+    assert default_margin("mobilenet_v2_ml") == 0.07 and default_threshold("mobilenet_v2_ml") == 0.78
+    assert default_threshold("mobilenet_v2_ml", 0.0) == 0.86
     assert default_margin("dhash") == 0.0 and default_threshold("dhash") == 0.6875
     with pytest.raises(ValueError, match="margin"):
         find_duplicate_groups(LocalStore(tmp_path / "db"), 0.8, margin=-0.1)

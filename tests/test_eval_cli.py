@@ -114,7 +114,8 @@ def test_models_lists_dimension_size_and_availability() -> None:
     doc = run_json("models")
     rows = {row["name"]: row for row in doc["models"]}
     assert doc["default"] == "mobilenet_v2"
-    assert {"mobilenet_v2", "efficientnet_lite0", "phash", "dhash"} <= set(rows)
+    assert {"mobilenet_v2", "mobilenet_v2_ml", "efficientnet_lite0", "phash", "dhash"} <= set(rows)
+    assert rows["mobilenet_v2_ml"]["dim"] == 1376 and rows["mobilenet_v2_ml"]["available"] is True
     mobile = rows["mobilenet_v2"]
     assert mobile["dim"] == 1280 and mobile["available"] is True and mobile["offline"] is True
     assert mobile["size_bytes"] > 10_000_000  # the ImageNet .pth is ~14 MB

@@ -26,7 +26,7 @@ from lookalike.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ImagePre
 from lookalike.models.registry import UnknownModelError, create_model, list_models, register_model
 from lookalike.models.weights import WeightsNotInstalledError, package_file
 
-CNN_MODELS = ["mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+CNN_MODELS = ["mobilenet_v2", "mobilenet_v2_ml", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 ALL_MODELS = [*CNN_MODELS, "phash", "dhash"]
 
 
@@ -137,7 +137,7 @@ def test_spec_describes_preprocessing(models: dict[str, Embedder], name: str):
     assert isinstance(model, OnnxCnnEmbedder)
     size = model.spec.input_size
     assert model.preprocessor.size == size
-    norm = "imagenet-mean-std" if name == "mobilenet_v2" else "(x-127)/128"
+    norm = "imagenet-mean-std" if name.startswith("mobilenet_v2") else "(x-127)/128"
     assert model.spec.preprocessing == f"rgb;resize={size}x{size};bilinear;{norm}"
     assert model.preprocess(Image.new("RGB", (500, 300))).shape == (3, size, size)
 
@@ -146,10 +146,35 @@ def test_native_input_sizes(models: dict[str, Embedder]):
     sizes = {name: models[name].spec.input_size for name in CNN_MODELS}
     assert sizes == {
         "mobilenet_v2": 224,
+        "mobilenet_v2_ml": 224,
         "efficientnet_lite0": 224,
         "efficientnet_lite1": 240,
         "efficientnet_lite2": 260,
     }
+
+
+def test_multi_level_embedding_is_power_top_plus_weighted_block13(
+    models: dict[str, Embedder], images: list[Image.Image]
+):
+    """mobilenet_v2_ml = l2([l2(avgpool(top) ** 0.75), 0.4 * l2(avgpool(block 13))]) of the *same* network,
+    and its logits are mobilenet_v2's: recomputed here from the plain network's layers, so dropping the
+    power, the mid-level part or its weight fails."""
+    multi, plain = models["mobilenet_v2_ml"], models["mobilenet_v2"]
+    assert isinstance(multi, OnnxCnnEmbedder) and isinstance(plain, OnnxCnnEmbedder)
+    assert multi.spec.dim == 1376 and multi.spec.version != plain.spec.version
+    batch = np.stack([multi.preprocess(im) for im in images])
+    net = plain.torch_module()
+    with torch.inference_mode():
+        mid = net.features[:14](torch.from_numpy(batch))
+        top = net.features[14:](mid).mean(dim=(2, 3)).numpy()
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    want = unit(np.hstack([unit(top**0.75), 0.4 * unit(mid.mean(dim=(2, 3)).numpy())]))
+    emb, logits = multi.embed_arrays_with_logits(batch)
+    np.testing.assert_allclose(emb, want, atol=1e-4)
+    np.testing.assert_allclose(logits, plain.embed_arrays_with_logits(batch)[1], atol=1e-3)
+    # the power moves the vector measurably: a plain-pooled top part would be far from it
+    plain_top = unit(np.hstack([unit(top), 0.4 * unit(mid.mean(dim=(2, 3)).numpy())]))
+    assert np.abs(emb - plain_top).max() > 1e-2
 
 
 def test_logits_and_classify_come_from_the_same_pass(models: dict[str, Embedder], images: list[Image.Image]):

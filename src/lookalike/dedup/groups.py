@@ -18,7 +18,7 @@ measured worse (bench/bench_neardup.py): the copy with most pixels is often an e
 added, a rotation that expanded the canvas), and the other copies were then judged against that
 edit instead of against the unedited picture at the centre of the family.
 
-Density margin (the default for ``mobilenet_v2``): a fixed cosine threshold cannot serve both a
+Density margin (the default for ``mobilenet_v2`` and ``mobilenet_v2_ml``): a fixed cosine threshold cannot serve both a
 sparse region (different photos at 0.6) and a dense one (upscaled 28-px product shots that the CNN
 sees as nearly all alike, 0.85-0.95 to each other). As in copy-detection score normalisation, a pair
 (i, j) with score s is accepted only if ``s >= threshold`` and ``s >= max(ref_i, ref_j) + margin``,
@@ -46,6 +46,7 @@ from lookalike.store.vector_index import AUTO_EXACT_LIMIT
 #: Cosine threshold per model, measured with bench/bench_neardup.py (see docs/cleaning.md).
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "mobilenet_v2": 0.86,
+    "mobilenet_v2_ml": 0.86,
     "efficientnet_lite0": 0.86,
     "efficientnet_lite1": 0.86,
     "efficientnet_lite2": 0.86,
@@ -56,7 +57,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 FALLBACK_THRESHOLD = 0.9
 #: Per model: (threshold, margin) of the density-margin rule, measured with bench/bench_neardup.py.
 #: Models not listed use the plain threshold above (margin 0).
-MARGIN_DEFAULTS: dict[str, tuple[float, float]] = {"mobilenet_v2": (0.80, 0.07)}
+MARGIN_DEFAULTS: dict[str, tuple[float, float]] = {"mobilenet_v2": (0.80, 0.07), "mobilenet_v2_ml": (0.78, 0.07)}
 #: Neighbours at or above this are taken for copies when measuring an image's crowd: its reference is
 #: the k-th neighbour *after* them (big families would otherwise fail their own margin).
 DEFAULT_SURE = 0.95

