@@ -7,7 +7,7 @@ import pytest
 
 from lookalike.store.base import ItemRecord, StoreError
 from lookalike.store.local import LocalStore
-from lookalike.store.vector_index import AnnIndex, FlatIndex, IndexSpecError, auto_spec, parse_spec
+from lookalike.store.vector_index import AnnIndex, FlatIndex, IndexSpecError, auto_spec, parse_spec, probe_file
 
 DIM = 64
 
@@ -257,12 +257,32 @@ def test_ivf_without_nprobe_tunes_it_for_recall(tmp_path) -> None:
     nprobe = search.nprobe
     assert nprobe is not None and 2 <= nprobe < 128  # measured, and cheaper than visiting every list
     assert recall_vs_exact(store, ids, x, clustered(200, seed=22)) >= 0.95  # fresh queries
+    assert store.info()["index_nprobe"] == nprobe
     store.close()
-    # the chosen value is saved in the cache file: a reopened store uses it without re-measuring
+    # the measured policy is saved beside the cache file: a reopened store uses it without re-measuring
     again = LocalStore(tmp_path / "db", index_kind="ivf128,sq8")
     reopened = again._ensure_search()
-    assert isinstance(reopened, AnnIndex) and reopened.nprobe == nprobe and reopened.tuned is None
+    assert isinstance(reopened, AnnIndex) and reopened.tuned is None
+    assert reopened.probes == search.probes and reopened.nprobe == nprobe
+    again.remove(ids[: len(ids) // 2])
+    assert again.compact()  # slots renumbered: the index and its policy file are both void
+    assert not list((tmp_path / "db").glob("ann-*"))
     again.close()
+
+
+def test_queries_unlike_the_collection_visit_more_lists(tmp_path) -> None:
+    x = clustered(12_000, seed=27)
+    live = np.ones(len(x), bool)
+    ann = AnnIndex.build(parse_spec("ivf128,sq8", DIM), x, live, len(x)).attach(x, live)
+    assert ann.adaptive and ann.probes is not None and ann.probes.recall >= 0.97
+    inside = clustered(100, seed=28)
+    rng = np.random.default_rng(29)
+    unlike = np.abs(rng.normal(size=(100, DIM))).astype(np.float32)  # no cluster structure at all
+    unlike /= np.linalg.norm(unlike, axis=1, keepdims=True)
+    assert ann._probe_counts(unlike).mean() > 1.5 * ann._probe_counts(inside).mean()
+    truth = np.argsort(-(unlike @ x.T), axis=1)[:, :10]
+    found = ann.search(unlike, 10)[1]
+    assert np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found.tolist(), truth.tolist(), strict=True)]) >= 0.9
 
 
 def test_tuning_picks_more_probes_for_a_stricter_target(tmp_path) -> None:
@@ -282,6 +302,8 @@ def test_an_untuned_cache_file_gets_the_old_probe_rule(tmp_path) -> None:
     live = np.ones(len(x), bool)
     spec = parse_spec("ivf128,sq8", DIM)
     ann = AnnIndex.build(spec, x, live, len(x))
-    faiss.extract_index_ivf(ann.index).nprobe = 1  # as files written before tuning existed
+    ann.probes = None  # as files written before tuning existed: no policy file,
+    faiss.extract_index_ivf(ann.index).nprobe = 1  # and faiss' default nprobe
     path = ann.save(tmp_path, "ivf128_sq8", "vectors0")
+    assert not probe_file(path).exists()
     assert AnnIndex.load(spec, path).nprobe == 16

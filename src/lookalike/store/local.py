@@ -32,6 +32,7 @@ from lookalike.store.vector_index import (
     auto_spec,
     parse_cache_name,
     parse_spec,
+    remove_cache,
     slug_of,
 )
 
@@ -335,7 +336,7 @@ class LocalStore(Store):
         path = ann.save(self.folder, slug_of(self.index_kind), tag)
         for old in self._ann_files():
             if old != path:
-                old.unlink(missing_ok=True)
+                remove_cache(old)
         self._ann_tag = tag
         return AnnIndex.load(ann.spec, path)
 
@@ -364,7 +365,7 @@ class LocalStore(Store):
                         path = ann.save(self.folder, slug_of(self.index_kind), tag)
                         for old in self._ann_files():
                             if old != path:
-                                old.unlink(missing_ok=True)
+                                remove_cache(old)
                         self._ann = AnnIndex.load(ann.spec, path)
                         self._ann_tag = tag
                         self._search = None  # re-attached to the newest vectors on the next search
@@ -612,7 +613,7 @@ class LocalStore(Store):
             del old
             self._ann = None
             for stale in [*self.folder.glob("hnsw-*.faiss"), *self.folder.glob("ann-*.faiss")]:
-                stale.unlink(missing_ok=True)  # slots were renumbered: derived caches are void
+                remove_cache(stale)  # slots were renumbered: derived caches are void
             self._remove_orphans()
             self._refresh()
             return True
@@ -624,6 +625,9 @@ class LocalStore(Store):
                 path.unlink(missing_ok=True)
         for path in self.folder.glob(".*.tmp"):
             path.unlink(missing_ok=True)
+        for path in self.folder.glob("ann-*.probes.json"):
+            if not path.with_name(path.name.removesuffix(".probes.json") + ".faiss").exists():
+                path.unlink(missing_ok=True)  # left by a build killed before its index file landed
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
@@ -641,7 +645,7 @@ class LocalStore(Store):
                 "dimensions": self._meta("dim"),
                 "index": search.kind,
                 "index_spec": self.index_kind,
-                "index_nprobe": getattr(search, "nprobe", None),
+                **({"index_nprobe": search.nprobe} if isinstance(search, AnnIndex) and search.nprobe else {}),
                 "size_bytes": self.disk_bytes(),
                 "created_at": self._meta("created_at"),
                 "updated_at": self._meta("updated_at"),
