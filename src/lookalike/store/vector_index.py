@@ -14,9 +14,10 @@ memory-mapped vectors). Approximate indexes are faiss indexes described by a sma
 =====================  ==========================================================================
 
 Extra tokens: ``nprobe32`` (lists visited), ``ef128`` (HNSW search breadth), ``rerank200``
-(candidates re-scored exactly), ``norerank``. Without ``nprobeN`` an IVF index measures its own
-``nprobe`` when it is built: the fewest lists that reach recall@10 >= :data:`TARGET_RECALL` against
-exact search, with the collection's own vectors as queries (it is saved in the index file).
+(candidates re-scored exactly), ``norerank``. Without ``nprobeN`` an IVF index measures how many
+lists to visit when it is built, against exact search with the collection's own vectors as queries,
+as a query-adaptive rule (:class:`ProbePolicy`, saved beside the index file) that reaches recall@10
+>= :data:`TARGET_RECALL` and lets queries unlike the collection visit more lists.
 Lossy codes (PCA, SQ, PQ) are re-ranked by default: the index proposes candidates and their exact
 scores are computed from the memory-mapped raw vectors, so recall stays high while RAM holds only
 codes.
