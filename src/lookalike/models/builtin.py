@@ -5,6 +5,8 @@ Factories here import torch only through ``ExportRecipe.build``, i.e. on an ONNX
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from lookalike.models.base import Embedder, ModelSpec
 from lookalike.models.cnn import CNN_OUTPUTS, OnnxCnnEmbedder
 from lookalike.models.efficientnet_lite import (
@@ -37,6 +39,38 @@ def _build_mobilenet(weights_path: str):  # -> torch.nn.Module; torch imported l
     return load_mobilenet_v2(weights_path)
 
 
+def _mobilenet_embedder(
+    name: str,
+    export_version: str,
+    spec_version: str,
+    dim: int,
+    build: Callable[[str], object],
+    intra_op_num_threads: int | None,
+    allow_spinning: bool,
+    batch_size: int,
+) -> Embedder:
+    """The ONNX embedder around a MobileNetV2 graph; the variants differ only in what the graph returns."""
+    weights = package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP)
+    pre = ImagePreprocessor(size=224)
+    recipe = ExportRecipe(
+        name=name,
+        version=export_version,
+        weights_path=weights,
+        build=lambda: build(weights),
+        input_shape=(3, 224, 224),
+        output_names=CNN_OUTPUTS,
+    )
+    spec = ModelSpec(name, spec_version, dim, pre.describe(), 224)
+    return OnnxCnnEmbedder(
+        spec,
+        recipe,
+        pre,
+        batch_size=batch_size,
+        intra_op_num_threads=intra_op_num_threads,
+        allow_spinning=allow_spinning,
+    )
+
+
 @register_model(
     "mobilenet_v2",
     description="MobileNetV2, ImageNet weights (torchvision); pooled 1280-d features. Fast default.",
@@ -48,24 +82,15 @@ def mobilenet_v2(
     *, intra_op_num_threads: int | None = None, allow_spinning: bool = True, batch_size: int = 32
 ) -> Embedder:
     """``intra_op_num_threads``/``allow_spinning`` go to the ONNX Runtime session (see ``OnnxModel``)."""
-    weights = package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP)
-    pre = ImagePreprocessor(size=224)
-    recipe = ExportRecipe(
-        name="mobilenet_v2",
-        version="1",
-        weights_path=weights,
-        build=lambda: _build_mobilenet(weights),
-        input_shape=(3, 224, 224),
-        output_names=CNN_OUTPUTS,
-    )
-    spec = ModelSpec("mobilenet_v2", "1-tv-imagenet1k-b0353104", MOBILENET_DIM, pre.describe(), 224)
-    return OnnxCnnEmbedder(
-        spec,
-        recipe,
-        pre,
-        batch_size=batch_size,
-        intra_op_num_threads=intra_op_num_threads,
-        allow_spinning=allow_spinning,
+    return _mobilenet_embedder(
+        "mobilenet_v2",
+        "1",
+        "1-tv-imagenet1k-b0353104",
+        MOBILENET_DIM,
+        _build_mobilenet,
+        intra_op_num_threads,
+        allow_spinning,
+        batch_size,
     )
 
 
@@ -86,25 +111,15 @@ def mobilenet_v2_ml(
     *, intra_op_num_threads: int | None = None, allow_spinning: bool = True, batch_size: int = 32
 ) -> Embedder:
     """Same network and cost as ``mobilenet_v2``; multi-level embedding (see ``MultiLevelMobileNetV2``)."""
-    weights = package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP)
-    pre = ImagePreprocessor(size=224)
-    recipe = ExportRecipe(
-        name="mobilenet_v2_ml",
-        version=f"2-pow{ML_TOP_POWER}-mid{ML_MID_WEIGHT}",  # the graph bakes both in
-        weights_path=weights,
-        build=lambda: _build_mobilenet_multi(weights),
-        input_shape=(3, 224, 224),
-        output_names=CNN_OUTPUTS,
-    )
-    version = f"1-tv-imagenet1k-b0353104;top**{ML_TOP_POWER}+{ML_MID_WEIGHT}*block13"
-    spec = ModelSpec("mobilenet_v2_ml", version, MOBILENET_MULTI_DIM, pre.describe(), 224)
-    return OnnxCnnEmbedder(
-        spec,
-        recipe,
-        pre,
-        batch_size=batch_size,
-        intra_op_num_threads=intra_op_num_threads,
-        allow_spinning=allow_spinning,
+    return _mobilenet_embedder(
+        "mobilenet_v2_ml",
+        f"2-pow{ML_TOP_POWER}-mid{ML_MID_WEIGHT}",  # the graph bakes both in
+        f"1-tv-imagenet1k-b0353104;top**{ML_TOP_POWER}+{ML_MID_WEIGHT}*block13",
+        MOBILENET_MULTI_DIM,
+        _build_mobilenet_multi,
+        intra_op_num_threads,
+        allow_spinning,
+        batch_size,
     )
 
 
