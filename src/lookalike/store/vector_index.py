@@ -373,6 +373,8 @@ class AnnIndex(VectorIndex):
         target = folder / cache_name(slug, vector_stem, self.trained, self.covered)
         if self.probes is not None:  # beside the index, written first: the index file commits both
             _write_atomically(probe_file(target), self.probes.to_json().encode())
+        else:
+            probe_file(target).unlink(missing_ok=True)  # never let an older policy describe this file
         tmp = folder / f".{target.name}.tmp"
         self._faiss.write_index(self.index, str(tmp))
         with open(tmp, "rb") as handle:
