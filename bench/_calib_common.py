@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from lookalike import Index
 from lookalike.evaluation.datasets import photos
 from lookalike.imaging.load import open_rgb
+from lookalike.models.registry import DEFAULT_MODEL
 from lookalike.search.calibration import copy_edit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,7 +35,7 @@ def split_photos(limit: int | None) -> tuple[list[Path], list[Path]]:
     return indexed, held
 
 
-def build_index(db: Path, paths: list[Path], model: str = "mobilenet_v2") -> Index:
+def build_index(db: Path, paths: list[Path], model: str = DEFAULT_MODEL) -> Index:
     """Index the photos; the calibration is computed by ``add`` itself (the collection is new)."""
     index = Index.open(db, model=model)
     index.add(paths)

@@ -15,7 +15,7 @@ Each query's best match gets the predicted P(copy); the truth is whether that ma
 source. With ``--whitening`` it also measures centering / PCA whitening learned on the collection:
 recall@1 of copies and the copy-vs-distractor AUROC of the best score.
 
-Usage: python bench/bench_calibration.py [--quick] [--whitening]
+Usage: python bench/bench_calibration.py [--quick] [--whitening] [--model NAME]
 """
 
 from __future__ import annotations
@@ -54,13 +54,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer photos (a few minutes)")
     parser.add_argument("--whitening", action="store_true", help="also measure centering / PCA whitening")
+    parser.add_argument("--model", default=None, help="embedding model (default: lookalike's default)")
     parser.add_argument("--save-scores", type=Path, help="write the score samples and test pairs (npz)")
     args = parser.parse_args()
     start = time.perf_counter()
     indexed, held = split_photos(150 if args.quick else None)
     rng = np.random.default_rng(3)
     with tempfile.TemporaryDirectory() as tmp:
-        index = build_index(Path(tmp) / "db", indexed)
+        index = build_index(Path(tmp) / "db", indexed, *([args.model] if args.model else []))
         cal = index.calibration
         assert cal is not None and cal.ok, cal
         print(

@@ -259,7 +259,7 @@ def main() -> None:
     parser.add_argument("--distractors", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--photo-list", type=Path)
-    parser.add_argument("--model", default="mobilenet_v2")
+    parser.add_argument("--model", default=None, help="embedding model (default: lookalike's default)")
     parser.add_argument("--threshold", type=float, default=None, help="lookalike threshold (default: the model's)")
     parser.add_argument("--margin", type=float, default=None, help="density margin (default: the model's; 0: off)")
     parser.add_argument("--no-imagededup", action="store_true")
@@ -268,6 +268,9 @@ def main() -> None:
         args.originals, args.distractors = 50, 1000
     from lookalike.dedup.groups import default_margin, default_threshold, find_duplicate_groups
     from lookalike.index import Index
+    from lookalike.models.registry import DEFAULT_MODEL
+
+    args.model = args.model or DEFAULT_MODEL
 
     t0 = time.perf_counter()
     folder, labels = build(args)

@@ -8,6 +8,7 @@ Hubble deep field, Moon and Earth maps), Fashion-MNIST products, noise.
 Per OOD kind: AUROC and FPR at 95% TPR of each rule's score (the best similarity for the fixed
 rule, the k-th best for the k-NN rule), and each rule's actual operating point as shipped (fixed:
 best < 0.5; k-NN: k-th below the collection's 5% quantile). In-distribution is the positive class.
+Scores are read as the index reads them: in the model's no-match view when it has one.
 
 Usage: python bench/bench_ood.py [--quick] [--k 1 5 10] [--model NAME]
 """
@@ -29,6 +30,8 @@ from _calib_common import auroc, build_index, edited, fpr_at_tpr, noise_images, 
 from _util import print_table
 from lookalike.evaluation.datasets import ood_images
 from lookalike.imaging.load import open_rgb
+from lookalike.models.registry import DEFAULT_MODEL
+from lookalike.search.calibration import NO_MATCH_POOL, no_match_scores
 
 
 def astronomy_tiles(paths: list[Path], per_image: int, seed: int = 0) -> list[Image.Image]:
@@ -50,7 +53,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer photos and OOD images (a few minutes)")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 5, 10], help="k values of the k-NN score to show")
     parser.add_argument("--accept", type=float, default=0.95)
-    parser.add_argument("--model", default="mobilenet_v2", help="embedding model (default: the measured mobilenet_v2)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"embedding model (default: {DEFAULT_MODEL})")
     args = parser.parse_args()
     per_kind = 40 if args.quick else 120
     start = time.perf_counter()
@@ -77,9 +80,14 @@ def main() -> None:
         kmax = max([*args.k, cal.knn_k])
         threshold = cal.knn_threshold(args.accept)
 
+        view = cal.view  # the model's no-match view (None: whole vectors), as the index reads it
+
         def scores(queries: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-            results = index.search_many(queries, k=kmax, no_match_rule="fixed")
-            mat = np.array([[m.score for m in r.results] for r in results if not r.error])
+            results = index.search_many(queries, k=kmax + (NO_MATCH_POOL if view else 0), no_match_rule="fixed")
+            vectors = index.embed(queries)  # unreadable queries would raise: these are all valid images
+            mat = np.array(
+                [no_match_scores(index.store, v, r.results, view)[:kmax] for v, r in zip(vectors, results, strict=True)]
+            )
             knn_rule = np.array([r.no_match for r in index.search_many(queries, k=1, no_match_rule="knn")])
             fixed_rule = np.array([r.no_match for r in results if not r.error])
             return mat, fixed_rule, knn_rule, np.array([r.error is None for r in results])

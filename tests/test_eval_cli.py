@@ -92,6 +92,12 @@ def test_eval_neardup_and_ood_on_real_photos(tmp_path: Path, real_photos: list[P
     doc = run_json("eval", str(folder), "-m", "mobilenet_v2", "--ood", str(fashion_folder))
     assert doc["ood"]["ood_queries"] == 18
     assert doc["ood"]["auroc"] >= 0.7, doc["ood"]
+    # The default model reads no-match scores in its view, which is mobilenet_v2's vector: the same
+    # scores, so the same AUROC and error rates (its whole 1376-d vector would give other numbers).
+    default = run_json("eval", str(folder), "--ood", str(fashion_folder))
+    assert default["models"][0]["model"] == "mobilenet_v2_ml"
+    for key in ("auroc", "ood_missed", "in_collection_flagged"):
+        assert default["ood"][key] == pytest.approx(doc["ood"][key], abs=1e-4), key
 
 
 def test_eval_errors_are_clear(tmp_path: Path) -> None:
@@ -113,7 +119,7 @@ def test_eval_errors_are_clear(tmp_path: Path) -> None:
 def test_models_lists_dimension_size_and_availability() -> None:
     doc = run_json("models")
     rows = {row["name"]: row for row in doc["models"]}
-    assert doc["default"] == "mobilenet_v2"
+    assert doc["default"] == "mobilenet_v2_ml"
     assert {"mobilenet_v2", "mobilenet_v2_ml", "efficientnet_lite0", "phash", "dhash"} <= set(rows)
     assert rows["mobilenet_v2_ml"]["dim"] == 1376 and rows["mobilenet_v2_ml"]["available"] is True
     mobile = rows["mobilenet_v2"]

@@ -174,7 +174,7 @@ def test_cli_search_json_contract(picture_dir: Path, tmp_path: Path) -> None:
     by_id = json.loads(runner.invoke(app, ["search", "--id", "1", "--db", db, "--json"]).stdout)
     assert by_id["queries"][0]["query"] == "id:1" and all(r["id"] != 1 for r in by_id["queries"][0]["results"])
     info = json.loads(runner.invoke(app, ["info", "--db", db, "--json"]).stdout)
-    assert info["count"] == 8 and info["model"] == "mobilenet_v2" and info["dimensions"] == 1280
+    assert info["count"] == 8 and info["model"] == "mobilenet_v2_ml" and info["dimensions"] == 1376
     missing = runner.invoke(app, ["search", str(tmp_path / "nope.jpg"), "--db", db, "--json"])
     assert missing.exit_code == 1 and "missing" in json.loads(missing.stdout)["queries"][0]["error"]
 

@@ -177,6 +177,19 @@ def test_multi_level_embedding_is_power_top_plus_weighted_block13(
     assert np.abs(emb - plain_top).max() > 1e-2
 
 
+def test_multi_level_no_match_view_is_exactly_the_plain_vector(
+    models: dict[str, Embedder], images: list[Image.Image]
+) -> None:
+    """The default's no-match view (leading 1280 values ** (1/0.75), re-normalised) must give back
+    mobilenet_v2's vector, so "no similar images" is decided as mobilenet_v2 decides it."""
+    multi, plain = models["mobilenet_v2_ml"], models["mobilenet_v2"]
+    view = multi.spec.no_match_view
+    assert view is not None and view.dims == 1280 and plain.spec.no_match_view is None
+    np.testing.assert_allclose(view.apply(multi.embed(images)), plain.embed(images), atol=1e-5)
+    # the view is not part of the identity an index records (it changes how scores are read only)
+    assert "no_match_view" not in multi.spec.identity() and multi.spec.identity()["dim"] == 1376
+
+
 def test_logits_and_classify_come_from_the_same_pass(models: dict[str, Embedder], images: list[Image.Image]):
     model = models["mobilenet_v2"]
     assert isinstance(model, OnnxCnnEmbedder)

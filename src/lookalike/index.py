@@ -217,7 +217,12 @@ class Index:
         if used_rule == "knn":
             assert cal is not None
             knn_threshold = cal.knn_threshold(accept)
-        search_k = max(k, cal.knn_k) if used_rule == "knn" and cal is not None else k
+        # A model with a no-match view (see NoMatchView) has the rule read a few more neighbours in it.
+        view = cal.view if cal is not None else None
+        if used_rule == "knn" and cal is not None:
+            search_k = max(k, cal.knn_k + (calib.NO_MATCH_POOL if view else 0))
+        else:
+            search_k = max(k, 1 + calib.NO_MATCH_POOL) if view else k
         labels: list[str] = []
         vectors: list[np.ndarray | None] = [None] * len(queries)
         excludes: list[list[int]] = [[] for _ in queries]
@@ -262,14 +267,14 @@ class Index:
                 out.append(QueryResult(labels[i], [], True, error=errors[i]))
                 continue
             matches = hits_by_query.get(i, [])
-            scores = [m.score for m in matches]
+            scores = calib.no_match_scores(self.store, vectors[i], matches, view).tolist() if matches else []
             if used_rule == "knn":
                 assert cal is not None
                 kth = scores[min(cal.knn_k, len(scores)) - 1] if scores else float("-inf")
                 no_match = kth < knn_threshold
                 detail = {**extra, "knn_score": round(kth, 6), "knn_threshold": round(knn_threshold, 6)}
             else:
-                no_match = fixed_no_match(scores[:k], self.no_match_below)
+                no_match = fixed_no_match(scores if view else scores[:k], self.no_match_below)
                 detail = dict(extra)
             out.append(QueryResult(labels[i], matches[:k], no_match, extra=detail))
         return out

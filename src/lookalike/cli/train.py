@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lookalike.cli.common import err, out, print_json
-from lookalike.training.common import EpochStats, TrainProgress
+from lookalike.training.common import HEAD_BACKBONE, EpochStats, TrainProgress
 
 
 def register(app: typer.Typer) -> None:
@@ -73,7 +73,7 @@ def train_command(
     val_split: Annotated[float, typer.Option(help="Share of each class held out for validation.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Random seed (split, initialisation, batches).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model with this name.")] = False,
-    backbone: Annotated[str, typer.Option(help="Frozen backbone for --recipe head.")] = "mobilenet_v2",
+    backbone: Annotated[str, typer.Option(help="Frozen backbone for --recipe head.")] = HEAD_BACKBONE,
     views: Annotated[
         int | None, typer.Option(min=0, help="Augmented views per training image (head; default: 2 up to 10k images).")
     ] = None,

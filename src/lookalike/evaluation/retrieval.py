@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from lookalike.imaging.discover import Skip, walk_images
 from lookalike.imaging.load import ImageLoadError, load_image
-from lookalike.models.base import Embedder, l2_normalize
+from lookalike.models.base import Embedder, NoMatchView, l2_normalize
 from lookalike.models.registry import create_model
 from lookalike.search.matching import FIXED_NO_MATCH_BELOW
 
@@ -344,7 +344,12 @@ def _rule_scores(own: np.ndarray, ood: np.ndarray, threshold: float) -> dict[str
 
 
 def ood_scores(
-    collection: np.ndarray, ood: np.ndarray, *, threshold: float = FIXED_NO_MATCH_BELOW, accept: float | None = None
+    collection: np.ndarray,
+    ood: np.ndarray,
+    *,
+    threshold: float = FIXED_NO_MATCH_BELOW,
+    accept: float | None = None,
+    view: NoMatchView | None = None,
 ) -> dict[str, object]:
     """How well the no-match rules tell queries with no similar image (``ood``) from queries that
     have one (each collection item against the others). In-collection queries are the positives.
@@ -357,7 +362,12 @@ def ood_scores(
 
     The top-level ``rule``/``auroc``/error rates are those of the rule the index applies by default
     (``knn`` when available, else ``fixed``); both are listed under ``rules``.
+
+    With the model's no-match ``view`` both rules read scores in it, as an index does (the index
+    re-scores the nearest few by the whole vector; here the neighbours are found in the view itself).
     """
+    if view is not None:
+        collection, ood = view.apply(collection), view.apply(ood)
     _, own1 = knn(collection, 1)
     _, ood1 = knn(collection, 1, queries=ood)
     rules: dict[str, dict[str, object]] = {"fixed": _rule_scores(own1[:, 0], ood1[:, 0], threshold)}
@@ -467,7 +477,7 @@ def evaluate_model(
         ood = embed_images(embedder, list(ood_sources), workers=workers)
         if len(ood.ok) == 0:
             raise EvaluationError("none of the out-of-distribution images could be read")
-        result.ood = ood_scores(emb.vectors, ood.vectors)
+        result.ood = ood_scores(emb.vectors, ood.vectors, view=embedder.spec.no_match_view)
     return result
 
 

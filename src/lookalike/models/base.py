@@ -22,6 +22,38 @@ from PIL import Image
 
 
 @dataclass(frozen=True)
+class NoMatchView:
+    """The part of a model's vector that the "no similar images" rule scores on.
+
+    A vector made of several parts (``mobilenet_v2_ml``: power-normalised top features, then
+    mid-level shape features) ranks "same kind of thing" better with all of them, but the question
+    "is anything in the collection about the same thing?" is best asked of the semantic part alone:
+    mid-level features raise every unrelated image's score. The view keeps the leading ``dims``
+    values, raises them to ``power`` (undoing a power normalisation) and re-normalises.
+    """
+
+    dims: int
+    power: float = 1.0
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """Rows (or one vector) of the model's vectors -> unit rows of the view."""
+        part = np.asarray(vectors, dtype=np.float32)[..., : self.dims]
+        if self.power != 1.0:
+            part = np.sign(part) * np.abs(part) ** np.float32(self.power)
+        norms = np.linalg.norm(part, axis=-1, keepdims=True)
+        return part / np.maximum(norms, 1e-12)
+
+    def to_json(self) -> dict[str, float]:
+        return {"dims": self.dims, "power": self.power}
+
+    @classmethod
+    def from_json(cls, data: object) -> NoMatchView | None:
+        if not isinstance(data, dict):
+            return None
+        return cls(int(data["dims"]), float(data.get("power", 1.0)))
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Identity of the vectors a model produces. Two indexes can share vectors only if these match."""
 
@@ -30,9 +62,14 @@ class ModelSpec:
     dim: int
     preprocessing: str
     input_size: int = 224  # longest side the loader needs; lets it decode JPEGs in draft mode
+    #: how the no-match rule reads these vectors (None: the whole vector). Not part of the identity:
+    #: it changes how scores are read, not the vectors.
+    no_match_view: NoMatchView | None = None
 
     def identity(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        del out["no_match_view"]
+        return out
 
     def describe(self) -> str:
         return f"{self.name} (version {self.version}, {self.dim}-d, preprocessing: {self.preprocessing})"

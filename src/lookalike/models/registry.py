@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from lookalike.models.base import Embedder
 
-DEFAULT_MODEL = "mobilenet_v2"
+DEFAULT_MODEL = "mobilenet_v2_ml"
 
 
 @dataclass(frozen=True)

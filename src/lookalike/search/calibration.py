@@ -23,7 +23,10 @@ From them:
 * ``no_match``: k-NN out-of-distribution detection (Sun et al., ICML 2022, "Out-of-distribution
   detection with deep nearest neighbors"): a query whose k-th nearest-neighbour similarity is lower
   than the collection's own k-th-NN similarities at the chosen acceptance rate (default: 95% of the
-  collection's items would be accepted) is flagged as having no similar images.
+  collection's items would be accepted) is flagged as having no similar images. A model may name a
+  :class:`~lookalike.models.base.NoMatchView` (the semantic part of its vector); then the k-th score
+  is read in that view, over the ``k + NO_MATCH_POOL`` nearest items by the whole vector, both here
+  and at query time, and the fixed rule reads the best score in it too.
 * :func:`threshold_for_precision`: the score cut-off at which copy detection reaches a precision
   (with a fitted tail for the non-copy scores, whose sample is too thin for a 0.99 target).
 
@@ -42,9 +45,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 from lookalike.imaging.load import ImageLoadError, open_rgb
-from lookalike.models.base import Embedder
+from lookalike.models.base import Embedder, NoMatchView
 from lookalike.search.matching import FIXED_NO_MATCH_BELOW
-from lookalike.store.base import Store, VectorRows
+from lookalike.search.results import Match
+from lookalike.store.base import Hit, Store, VectorRows
 
 META_KEY = "calibration"
 VERSION = 2  # 2: copies drawn from the full standard edit family
@@ -58,6 +62,8 @@ MIN_COPIES = 10
 NEIGHBOUR_SAMPLE = 2000
 #: k of the k-NN no-match rule when not chosen from the collection size (see :func:`auto_k`).
 DEFAULT_KNN_K = 1
+#: with a no-match view: how many nearest items beyond k are re-scored in the view
+NO_MATCH_POOL = 8
 #: Fraction of the collection's own items the no-match rule accepts as "in distribution".
 DEFAULT_ACCEPT = 0.95
 #: Recompute when the item count changed by more than this fraction since the last calibration.
@@ -274,6 +280,13 @@ class Calibration:
     logistic: tuple[float, float] = (0.0, 0.0)
     isotonic: tuple[list[float], list[float]] = ((), ())  # type: ignore[assignment]
     cutoffs: dict[str, float] = field(default_factory=dict)
+    #: the model's no-match view when calibrated (JSON form of NoMatchView); None: whole vectors
+    no_match_view: dict[str, float] | None = None
+
+    @property
+    def view(self) -> NoMatchView | None:
+        """The no-match view the k-NN scores were measured in (and queries must be read in)."""
+        return NoMatchView.from_json(self.no_match_view)
 
     # -- validity -------------------------------------------------------------------------------
     @property
@@ -372,9 +385,16 @@ def auto_k(n_items: int) -> int:
     return max(1, min(10, n_items // 200))
 
 
-def fallback(reason: str, n_items: int, model: str = "") -> Calibration:
-    """A calibration that says why there is none; searches use the fixed rule."""
-    return Calibration(status="fallback", reason=reason, n_items=n_items, computed_at=time.time(), model=model)
+def fallback(reason: str, n_items: int, model: str = "", view: NoMatchView | None = None) -> Calibration:
+    """A calibration that says why there is none; searches use the fixed rule (read in ``view``)."""
+    return Calibration(
+        status="fallback",
+        reason=reason,
+        n_items=n_items,
+        computed_at=time.time(),
+        model=model,
+        no_match_view=view.to_json() if view else None,
+    )
 
 
 def threshold_for_precision(calibration: Calibration, precision: float, prior: float = 0.5) -> float:
@@ -466,9 +486,11 @@ def compute_calibration(
             n,
             model.spec.name,
         )
+    view = model.spec.no_match_view
     rng = np.random.default_rng(seed)
     k = max(1, min(knn_k or auto_k(n), n - 1))
-    nn, knn = _neighbour_scores(store, ids, vectors, rng.permutation(n)[: min(n, neighbours)], k, progress)
+    sample = rng.permutation(n)[: min(n, neighbours)]
+    nn, knn = _neighbour_scores(store, ids, vectors, sample, k, progress, view)
     copy_scores = _copy_scores(store, model, ids, vectors, rng, copies, edits_per_image, progress)
     if len(copy_scores) < MIN_COPIES or len(nn) < MIN_ITEMS // 2:
         return fallback(
@@ -476,10 +498,12 @@ def compute_calibration(
             f"the fixed rule (best score < {FIXED_NO_MATCH_BELOW}) decides 'no similar images'",
             n,
             model.spec.name,
+            view,
         )
     cal = build_calibration(copy_scores, nn, knn, k=k, method=method)
     cal.n_items = n
     cal.model = model.spec.name
+    cal.no_match_view = view.to_json() if view else None
     cal.seconds = time.perf_counter() - started
     return cal
 
@@ -538,11 +562,17 @@ def _neighbour_scores(
     sample: np.ndarray,
     k: int,
     progress: CalibrationProgress | None,
+    view: NoMatchView | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest and k-th nearest similarity of sampled items among *other* items of different content."""
+    """Nearest and k-th nearest similarity of sampled items among *other* items of different content.
+
+    The nearest is by the whole vector (copy probabilities read those scores); the k-th is read in
+    ``view`` when there is one, exactly as :func:`no_match_scores` reads a query's.
+    """
     sha = {}
     nn, knn = [], []
-    extra = 8  # room for the item itself and exact copies (same file content) of it
+    # room for the item itself and exact copies (same file content) of it, and the view's pool
+    extra = 8 + (NO_MATCH_POOL if view else 0)
     batch = 256
     for start in range(0, len(sample), batch):
         rows = sample[start : start + batch]
@@ -559,10 +589,15 @@ def _neighbour_scores(
                     sha[hit.id] = _sha(store, hit.id)
                 if sha[hit.id] == sha[me]:
                     continue
-                kept.append(hit.score)
+                kept.append(hit)
             if kept:
-                nn.append(kept[0])
-                knn.append(kept[min(k, len(kept)) - 1])
+                nn.append(kept[0].score)
+                if view is None:
+                    knn.append(kept[min(k, len(kept)) - 1].score)
+                else:
+                    pool = kept[: k + NO_MATCH_POOL]
+                    scores = no_match_scores(store, vectors[row], pool, view)
+                    knn.append(float(scores[min(k, len(scores)) - 1]))
         if progress:
             progress("neighbours", min(start + batch, len(sample)), len(sample))
     return np.asarray(nn), np.asarray(knn)
@@ -636,6 +671,20 @@ def load_calibration(store: Store) -> Calibration | None:
 
 def save_calibration(store: Store, calibration: Calibration) -> None:
     store.set_meta(META_KEY, calibration.to_json())
+
+
+def no_match_scores(
+    store: Store, query: np.ndarray, hits: Sequence[Hit] | Sequence[Match], view: NoMatchView | None
+) -> np.ndarray:
+    """The scores the no-match rule reads for one query's ``hits``, best first.
+
+    Without a view these are the hits' own scores. With one, the hits' stored vectors and the query
+    are read in the view and re-scored (a handful of rows: the hits are the nearest few).
+    """
+    if view is None or not hits:
+        return np.array([h.score for h in hits], dtype=np.float64)
+    neighbours = view.apply(store.vectors([h.id for h in hits]))
+    return np.sort(neighbours @ view.apply(query))[::-1].astype(np.float64)
 
 
 def knn_no_match(scores: Sequence[float], calibration: Calibration, accept: float = DEFAULT_ACCEPT) -> bool:

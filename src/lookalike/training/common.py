@@ -9,6 +9,10 @@ from typing import Any
 
 import numpy as np
 
+#: The frozen backbone of the ``head`` recipe: the one bench/bench_train.py measured (the head is
+#: trained on its plain top-layer vector; the default search model is ``mobilenet_v2_ml``).
+HEAD_BACKBONE = "mobilenet_v2"
+
 
 @dataclass(frozen=True)
 class EpochStats:

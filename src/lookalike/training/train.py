@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.models.registry import DEFAULT_MODEL, create_model
-from lookalike.training.common import TrainProgress
+from lookalike.models.registry import create_model
+from lookalike.training.common import HEAD_BACKBONE, TrainProgress
 from lookalike.training.data import LabeledImages, scan_labeled_folder, split_validation
 from lookalike.training.features import FeatureCache, extract_features
 from lookalike.training.head import HeadConfig, train_head
@@ -39,7 +39,7 @@ def train_model(
     val_split: float = 0.1,
     seed: int = 0,
     force: bool = False,
-    backbone: str = DEFAULT_MODEL,
+    backbone: str = HEAD_BACKBONE,
     views: int | None = None,
     alpha: float | None = None,
     progress: TrainProgress | None = None,
