@@ -66,6 +66,7 @@ def test_calibration_measures_the_kth_score_in_the_view(two_part_index: Index) -
     # constant tail lifts to >= 0.6; the k-NN sample is read in the view, which the tail does not lift.
     assert min(cal.nn_scores) >= 0.6 - 1e-6
     assert min(cal.knn_scores) < min(cal.nn_scores)
+    assert "leading 12 values" in str(cal.summary()["no_match_reads"])
 
 
 def test_query_knn_score_is_the_kth_view_score_of_the_nearest(two_part_index: Index) -> None:

@@ -74,7 +74,7 @@ def _mobilenet_embedder(
 
 @register_model(
     "mobilenet_v2",
-    description="MobileNetV2, ImageNet weights (torchvision); pooled 1280-d features. Fast default.",
+    description="MobileNetV2, ImageNet weights (torchvision); pooled 1280-d top features (the former default).",
     dim=MOBILENET_DIM,
     offline=True,
     weights=lambda: package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP),
@@ -103,7 +103,7 @@ def _build_mobilenet_multi(weights_path: str):  # -> torch.nn.Module; torch impo
 
 @register_model(
     "mobilenet_v2_ml",
-    description="MobileNetV2; power-normalised top + block-13 features, 1376-d: better classes, weaker no-match.",
+    description="Default. MobileNetV2; power-normalised top + block-13 features, 1376-d; no-match reads the top.",
     dim=MOBILENET_MULTI_DIM,
     offline=True,
     weights=lambda: package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP),

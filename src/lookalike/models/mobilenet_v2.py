@@ -107,9 +107,9 @@ class MultiLevelMobileNetV2(nn.Module):
     "duplicate"), and the mid-level part is less invariant to crops and rotations (weight 0.5:
     near-duplicate F1 -1.6 points). One forward pass either way; the logits are unchanged.
 
-    Not the default: the mid-level part weakens the "no similar images" rule (bench_ood: AUROC lower
-    on every out-of-distribution kind, clipart wrongly accepted 85% vs 48%). Opt in where class
-    retrieval matters more than that.
+    The mid-level part would weaken the "no similar images" rule (it raises every unrelated image's
+    score: clipart wrongly accepted 85% vs 48%), so the registered model names a no-match view that
+    undoes the power on the leading 1280 values: exactly the plain vector, read only by that rule.
     """
 
     def __init__(self, net: MobileNetV2, power: float = TOP_POWER, mid_weight: float = MID_WEIGHT) -> None:

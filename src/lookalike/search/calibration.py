@@ -348,6 +348,13 @@ class Calibration:
         cal.isotonic = (list(iso[0]), list(iso[1]))  # type: ignore[assignment]
         return cal
 
+    def _view_text(self) -> str:
+        view = self.view
+        if view is None:
+            return "the scores as shown"
+        power = f" ** {view.power:.4g}" if view.power != 1.0 else ""
+        return f"the model's no-match view: the leading {view.dims} values{power}, re-normalised"
+
     def summary(self) -> dict[str, object]:
         """The short, human-facing view (``lookalike calibrate`` / ``info``)."""
         out: dict[str, object] = {"status": self.status, "items": self.n_items}
@@ -355,6 +362,7 @@ class Calibration:
             out["reason"] = self.reason
         if not self.ok:
             out["no_match_rule"] = f"fixed (best score < {FIXED_NO_MATCH_BELOW})"
+            out["no_match_reads"] = self._view_text()
             return out
         q = np.quantile
         out.update(
@@ -370,6 +378,7 @@ class Calibration:
                 "no_match_rule": f"knn (k={self.knn_k}): k-th similarity < {self.knn_threshold():.4f} "
                 f"(accepts {DEFAULT_ACCEPT:.0%} of the collection)",
                 "precision_0.99_threshold": round(self.threshold_for_precision(0.99), 4),
+                "no_match_reads": self._view_text(),
                 "seconds": round(self.seconds, 2),
             }
         )
