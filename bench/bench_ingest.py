@@ -96,9 +96,9 @@ def worker(folder: str, db: str, limit: int) -> None:
 
 def model_only(input_size: int = 224, batches: int = 20) -> float:
     """Images/s of inference alone on ready preprocessed tensors, batch 32."""
-    from lookalike.models.registry import create_model
+    from lookalike.models.registry import DEFAULT_MODEL, create_model
 
-    model = create_model("mobilenet_v2")
+    model = create_model(DEFAULT_MODEL)  # what the ingest runs below use
     rng = np.random.default_rng(0)
     batch = rng.normal(size=(model.batch_size, 3, input_size, input_size)).astype(np.float32)
     model.embed_arrays(batch)
@@ -112,9 +112,9 @@ def decode_cost_ms(folder: Path, n: int = 100) -> float:
     """Single-thread CPU cost per image of everything but the model: read, hash, decode, preprocess."""
     from lookalike.imaging.discover import FoundFile
     from lookalike.ingest import _prepare
-    from lookalike.models.registry import create_model
+    from lookalike.models.registry import DEFAULT_MODEL, create_model
 
-    model = create_model("mobilenet_v2")
+    model = create_model(DEFAULT_MODEL)
     files = sorted(folder.iterdir())[:n]
     start = time.process_time()
     for path in files:

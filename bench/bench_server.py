@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _util import pct, print_table  # noqa: E402
 from lookalike.evaluation.datasets import photos  # noqa: E402
+from lookalike.models.registry import DEFAULT_MODEL  # noqa: E402
 
 MB = 1_000_000
 
@@ -212,7 +213,7 @@ def main() -> None:
     rows.append(["all", len(total), n_err, len(total) / wall, pct(total, 50), pct(total, 99), float(total.max())])
     print_table(
         f"lookalike serve under load: {args.clients} clients x {args.uploads} uploads (+1 similar each), "
-        f"{len(collection)} indexed photos, mobilenet_v2, {os.cpu_count()} CPUs, loopback",
+        f"{len(collection)} indexed photos, {DEFAULT_MODEL}, {os.cpu_count()} CPUs, loopback",
         ["endpoint", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms"],
         rows,
     )

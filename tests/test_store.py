@@ -55,6 +55,12 @@ def test_replace_remove_compact_and_reopen(tmp_path: Path) -> None:
     assert len(reopened) == 60
     got = reopened.vectors([ids[50], ids[99]])
     assert np.allclose(got[0], new_vec[0]) and np.allclose(got[1], vecs[99])
+    # in the order asked, repeats kept, across the 900-id chunks of the lookup
+    order = [ids[99], ids[45], ids[99], *ids[40:]] * 20
+    expected = {ids[j]: vecs[j] for j in range(40, 100)} | {ids[50]: new_vec[0]}
+    assert np.allclose(reopened.vectors(order), np.stack([expected[i] for i in order]))
+    with pytest.raises(KeyError, match=str(ids[0])):
+        reopened.vectors([ids[50], ids[0]])  # removed
     assert reopened.search(new_vec, 1)[0][0].id == ids[50]
     assert reopened.get(ids[50]).sha256 == "changed"  # type: ignore[union-attr]
     assert {h.id for h in reopened.search(vecs[:40], 1)[0]}.isdisjoint(ids[:40])

@@ -67,7 +67,7 @@ def dups_command(
             min=0.0,
             max=1.0,
             help="Density margin: a pair must also beat both images' k-th-neighbour score by this much "
-            "(default: the model's, 0.07 for mobilenet_v2; 0 turns it off: plain threshold).",
+            "(default: the model's, 0.07 for mobilenet_v2_ml and mobilenet_v2; 0 turns it off: plain threshold).",
         ),
     ] = None,
     json_output: JsonOption = False,

@@ -535,14 +535,20 @@ class LocalStore(Store):
         return [(int(i), p) for i, p in rows]
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        wanted = [int(i) for i in ids]
         with self._lock:
             self._refresh()
-            slots = []
-            for item_id in ids:
-                row = self._db.execute("SELECT slot FROM items WHERE id = ?", (int(item_id),)).fetchone()
-                if row is None:
-                    raise KeyError(f"no item with id {item_id}")
-                slots.append(int(row[0]))
+            slot_of: dict[int, int] = {}
+            # One query per chunk, not per id: the no-match rule reads a query's nearest few per search.
+            for start in range(0, len(wanted), 900):
+                chunk = wanted[start : start + 900]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT id, slot FROM items WHERE id IN ({marks})"
+                slot_of.update((int(i), int(slot)) for i, slot in self._db.execute(sql, chunk))
+            missing = [i for i in wanted if i not in slot_of]
+            if missing:
+                raise KeyError(f"no item with id {missing[0]}")
+            slots = [slot_of[i] for i in wanted]
             return np.array(self._matrix[slots], dtype=np.float32).reshape(len(slots), -1)
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
