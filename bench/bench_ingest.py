@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _util import peak_rss_mb, print_table  # noqa: E402
+from lookalike.models.registry import DEFAULT_MODEL  # noqa: E402
 
 
 def large_photo_set(count: int, cache: Path) -> Path:
@@ -174,7 +175,7 @@ def main() -> None:
                 ]
             )
     print_table(
-        f"Ingest throughput, MobileNetV2 on ONNX Runtime, {cores} cores",
+        f"Ingest throughput, {DEFAULT_MODEL} on ONNX Runtime, {cores} cores",
         [
             "set",
             "images",
