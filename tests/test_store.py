@@ -48,7 +48,13 @@ def test_replace_remove_compact_and_reopen(tmp_path: Path) -> None:
     new_vec = _vectors(1, seed=9)
     [same_id] = store.add([ItemRecord("/x/50.jpg", "changed", 2, 2, 10, 10)], new_vec)
     assert same_id == ids[50]  # replacing a path keeps its id
+    assert np.allclose(store.vectors([ids[0], ids[50]]), [vecs[0], new_vec[0]])  # builds the id -> slot table
     assert store.remove(ids[:40]) == 40
+    with pytest.raises(KeyError):
+        store.vectors([ids[0]])  # the table follows removals in this process
+    [extra_id] = store.add([ItemRecord("/x/new.jpg", "new", 2, 2, 10, 10)], _vectors(1, seed=11))
+    assert np.allclose(store.vectors([extra_id])[0], _vectors(1, seed=11)[0])  # ... and additions
+    assert store.remove([extra_id]) == 1
     assert store.compact(min_dead_fraction=0.3)
     assert len(list((tmp_path / "db").glob("vectors-*.f32"))) == 1
     reopened = LocalStore(tmp_path / "db")

@@ -23,7 +23,7 @@ from lookalike.search.calibration import Calibration
 from lookalike.search.matching import FIXED_NO_MATCH_BELOW, fixed_no_match
 from lookalike.search.results import Match, QueryResult
 from lookalike.store import open_store
-from lookalike.store.base import ItemRecord, ModelMismatchError, Store
+from lookalike.store.base import Hit, ItemRecord, ModelMismatchError, Store
 
 QueryInput = str | os.PathLike[str] | Image.Image | bytes | int
 
@@ -250,24 +250,19 @@ class Index:
             for (i, _), vec in zip(pictures, embedded, strict=True):
                 vectors[i] = vec
         ready = [i for i, v in enumerate(vectors) if v is not None]
-        hits_by_query: dict[int, list] = {}
+        hits_by_query: dict[int, list[Hit]] = {}
         if ready:
             # One batched product per distinct exclude set is plenty: excludes are per-query single ids.
-            for i, hits in zip(
-                ready,
-                self._search_vectors(
-                    np.stack([vectors[i] for i in ready]), search_k, [excludes[i] for i in ready], cal
-                ),
-                strict=True,
-            ):
-                hits_by_query[i] = hits
+            found = self._search_hits(np.stack([vectors[i] for i in ready]), search_k, [excludes[i] for i in ready])
+            hits_by_query = dict(zip(ready, found, strict=True))
         out = []
         for i in range(len(queries)):
             if i in errors:
                 out.append(QueryResult(labels[i], [], True, error=errors[i]))
                 continue
-            matches = hits_by_query.get(i, [])
-            scores = calib.no_match_scores(self.store, vectors[i], matches, view).tolist() if matches else []
+            hits = hits_by_query.get(i, [])
+            matches = self._matches(hits[:k], cal)  # only the shown results need their records
+            scores = calib.no_match_scores(self.store, vectors[i], hits, view).tolist() if hits else []
             if used_rule == "knn":
                 assert cal is not None
                 kth = scores[min(cal.knn_k, len(scores)) - 1] if scores else float("-inf")
@@ -276,7 +271,7 @@ class Index:
             else:
                 no_match = fixed_no_match(scores if view else scores[:k], self.no_match_below)
                 detail = dict(extra)
-            out.append(QueryResult(labels[i], matches[:k], no_match, extra=detail))
+            out.append(QueryResult(labels[i], matches, no_match, extra=detail))
         return out
 
     def search_text(self, text: str, k: int = 4) -> QueryResult:
@@ -338,25 +333,29 @@ class Index:
     def _search_vectors(
         self, vectors: np.ndarray, k: int, excludes: list[list[int]], cal: Calibration | None = None
     ) -> list[list[Match]]:
+        return [self._matches(hits, cal) for hits in self._search_hits(vectors, k, excludes)]
+
+    def _search_hits(self, vectors: np.ndarray, k: int, excludes: list[list[int]]) -> list[list[Hit]]:
+        """The k best (id, score) per query, each query's excluded ids left out."""
         exclude_all = sorted({i for ex in excludes for i in ex})
         raw = self.store.search(vectors, k + len(exclude_all))
-        out = []
-        for hits, exclude in zip(raw, excludes, strict=True):
-            kept = [h for h in hits if h.id not in exclude][:k]
-            matches = []
-            probs = cal.probability([h.score for h in kept]) if cal is not None and cal.ok else None
-            for j, hit in enumerate(kept):
-                rec = self.store.get(hit.id)
-                if rec is None:
-                    continue
-                if probs is not None:
-                    assert cal is not None
-                    prob, label = float(probs[j]), cal.label(hit.score)
-                else:
-                    prob, label = None, None
-                matches.append(Match(hit.id, rec.path, hit.score, rec.width, rec.height, prob, label))
-            out.append(matches)
-        return out
+        return [[h for h in hits if h.id not in exclude][:k] for hits, exclude in zip(raw, excludes, strict=True)]
+
+    def _matches(self, hits: Sequence[Hit], cal: Calibration | None) -> list[Match]:
+        """Hits as results: the item's path and size, and the calibrated reading when there is one."""
+        matches = []
+        probs = cal.probability([h.score for h in hits]) if cal is not None and cal.ok else None
+        for j, hit in enumerate(hits):
+            rec = self.store.get(hit.id)
+            if rec is None:
+                continue
+            if probs is not None:
+                assert cal is not None
+                prob, label = float(probs[j]), cal.label(hit.score)
+            else:
+                prob, label = None, None
+            matches.append(Match(hit.id, rec.path, hit.score, rec.width, rec.height, prob, label))
+        return matches
 
     def _indexed_item(self, query: QueryInput) -> ItemRecord | None:
         if isinstance(query, bool):

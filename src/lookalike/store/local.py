@@ -104,6 +104,7 @@ class LocalStore(Store):
         self._ann: AnnIndex | None = None
         self._ann_tag = ""
         self._loaded_generation = -1
+        self._id_to_slot: np.ndarray | None = None  # inverse of _slot_to_id, built on first use
         self._pending: list[tuple[str, object]] = []  # in-memory changes of the transaction in flight
         self._db = sqlite3.connect(self.folder / DB_FILE, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -216,6 +217,7 @@ class LocalStore(Store):
                 arr = np.asarray(rows, dtype=np.int64)
                 self._slot_to_id[arr[:, 1]] = arr[:, 0]
             self._live = self._slot_to_id >= 0
+            self._id_to_slot = None
             self._loaded_generation = generation
             self._search = None  # rebuilt on the next search
 
@@ -239,6 +241,7 @@ class LocalStore(Store):
             elif kind == "dead":
                 self._slot_to_id[payload] = -1  # type: ignore[index]
         self._live = self._slot_to_id >= 0
+        self._id_to_slot = None
         self._search = None
         return True
 
@@ -535,20 +538,20 @@ class LocalStore(Store):
         return [(int(i), p) for i, p in rows]
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
-        wanted = [int(i) for i in ids]
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
         with self._lock:
             self._refresh()
-            slot_of: dict[int, int] = {}
-            # One query per chunk, not per id: the no-match rule reads a query's nearest few per search.
-            for start in range(0, len(wanted), 900):
-                chunk = wanted[start : start + 900]
-                marks = ",".join("?" * len(chunk))
-                sql = f"SELECT id, slot FROM items WHERE id IN ({marks})"
-                slot_of.update((int(i), int(slot)) for i, slot in self._db.execute(sql, chunk))
-            missing = [i for i in wanted if i not in slot_of]
-            if missing:
-                raise KeyError(f"no item with id {missing[0]}")
-            slots = [slot_of[i] for i in wanted]
+            # In memory, not one SQL lookup per id: the no-match rule reads a query's nearest few per search.
+            if self._id_to_slot is None:
+                live = np.flatnonzero(self._live)
+                table = np.full(int(self._slot_to_id[live].max()) + 1 if len(live) else 0, -1, dtype=np.int64)
+                table[self._slot_to_id[live]] = live
+                self._id_to_slot = table
+            table = self._id_to_slot
+            known = (wanted >= 0) & (wanted < len(table))
+            slots = np.where(known, table[np.where(known, wanted, 0)] if len(table) else -1, -1)
+            if (slots < 0).any():
+                raise KeyError(f"no item with id {int(wanted[np.flatnonzero(slots < 0)[0]])}")
             return np.array(self._matrix[slots], dtype=np.float32).reshape(len(slots), -1)
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
