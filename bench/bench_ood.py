@@ -32,6 +32,8 @@ from lookalike.evaluation.datasets import ood_images
 from lookalike.imaging.load import open_rgb
 from lookalike.models.registry import DEFAULT_MODEL
 from lookalike.search.calibration import NO_MATCH_POOL, no_match_scores
+from lookalike.search.results import QueryResult
+from lookalike.store.base import Hit
 
 
 def astronomy_tiles(paths: list[Path], per_image: int, seed: int = 0) -> list[Image.Image]:
@@ -82,11 +84,17 @@ def main() -> None:
 
         view = cal.view  # the model's no-match view (None: whole vectors), as the index reads it
 
+        def hits_of(result: QueryResult) -> list[Hit]:
+            return [Hit(m.id, m.score) for m in result.results]
+
         def scores(queries: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             results = index.search_many(queries, k=kmax + (NO_MATCH_POOL if view else 0), no_match_rule="fixed")
             vectors = index.embed(queries)  # unreadable queries would raise: these are all valid images
             mat = np.array(
-                [no_match_scores(index.store, v, r.results, view)[:kmax] for v, r in zip(vectors, results, strict=True)]
+                [
+                    no_match_scores(index.store, v, hits_of(r), view)[:kmax]
+                    for v, r in zip(vectors, results, strict=True)
+                ]
             )
             knn_rule = np.array([r.no_match for r in index.search_many(queries, k=1, no_match_rule="knn")])
             fixed_rule = np.array([r.no_match for r in results if not r.error])

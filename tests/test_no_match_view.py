@@ -14,6 +14,7 @@ from lookalike import Index
 from lookalike.evaluation.retrieval import ood_scores
 from lookalike.models.base import Embedder, ModelSpec, NoMatchView, l2_normalize
 from lookalike.search import calibration as calib
+from lookalike.store.base import Hit
 
 SEMANTIC = 12
 
@@ -89,7 +90,8 @@ def test_query_knn_score_is_the_kth_view_score_of_the_nearest(two_part_index: In
     results = index.search_many(corners, k=3, no_match_rule="fixed")
     best_views = []
     for picture, result in zip(corners, results, strict=True):
-        view_scores = calib.no_match_scores(index.store, index.embed([picture])[0], result.results, cal.view)
+        hits = [Hit(m.id, m.score) for m in result.results]
+        view_scores = calib.no_match_scores(index.store, index.embed([picture])[0], hits, cal.view)
         best_views.append(view_scores.max())
         assert min(m.score for m in result.results) >= 0.6 - 1e-6
         assert result.no_match == (view_scores.max() < 0.5)
@@ -113,5 +115,5 @@ def test_ood_scores_read_the_view() -> None:
 
 
 def test_models_without_a_view_read_whole_scores(tmp_path: Path) -> None:
-    hits = [calib.Hit(1, 0.9), calib.Hit(2, 0.4)]
+    hits = [Hit(1, 0.9), Hit(2, 0.4)]
     np.testing.assert_array_equal(calib.no_match_scores(None, np.zeros(3), hits, None), [0.9, 0.4])  # type: ignore[arg-type]

@@ -219,10 +219,8 @@ class Index:
             knn_threshold = cal.knn_threshold(accept)
         # A model with a no-match view (see NoMatchView) has the rule read a few more neighbours in it.
         view = cal.view if cal is not None else None
-        if used_rule == "knn" and cal is not None:
-            search_k = max(k, cal.knn_k + (calib.NO_MATCH_POOL if view else 0))
-        else:
-            search_k = max(k, 1 + calib.NO_MATCH_POOL) if view else k
+        rule_reads = cal.knn_k if used_rule == "knn" and cal is not None else 1
+        search_k = max(k, rule_reads + (calib.NO_MATCH_POOL if view else 0))
         labels: list[str] = []
         vectors: list[np.ndarray | None] = [None] * len(queries)
         excludes: list[list[int]] = [[] for _ in queries]

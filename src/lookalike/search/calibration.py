@@ -47,7 +47,6 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 from lookalike.imaging.load import ImageLoadError, open_rgb
 from lookalike.models.base import Embedder, NoMatchView
 from lookalike.search.matching import FIXED_NO_MATCH_BELOW
-from lookalike.search.results import Match
 from lookalike.store.base import Hit, Store, VectorRows
 
 META_KEY = "calibration"
@@ -682,9 +681,7 @@ def save_calibration(store: Store, calibration: Calibration) -> None:
     store.set_meta(META_KEY, calibration.to_json())
 
 
-def no_match_scores(
-    store: Store, query: np.ndarray, hits: Sequence[Hit] | Sequence[Match], view: NoMatchView | None
-) -> np.ndarray:
+def no_match_scores(store: Store, query: np.ndarray, hits: Sequence[Hit], view: NoMatchView | None) -> np.ndarray:
     """The scores the no-match rule reads for one query's ``hits``, best first.
 
     Without a view these are the hits' own scores. With one, the hits' stored vectors and the query
