@@ -102,8 +102,12 @@ class Index:
         remove_missing: bool = True,
         calibrate: bool | None = None,
         ray: str | None = None,
+        rehash: bool = False,
     ) -> IngestReport:
         """Index files and folders (recursively), incrementally. Returns what was done and skipped.
+
+        ``rehash``: read and hash every file instead of trusting an unchanged (size, mtime), which
+        misses a file rewritten in place with both restored (e.g. by ``touch -r`` or some sync tools).
 
         ``calibrate``: None (default) recalibrates score readings when the collection has no
         calibration or changed size by more than 20% (a bounded cost: at most 200 extra embeddings);
@@ -124,6 +128,7 @@ class Index:
                 progress=progress,
                 max_pixels=max_pixels,
                 remove_missing=remove_missing,
+                rehash=rehash,
             )
         else:
             report = ingest(
@@ -134,6 +139,7 @@ class Index:
                 workers=workers,
                 max_pixels=max_pixels,
                 remove_missing=remove_missing,
+                rehash=rehash,
             )
         if calibrate or (calibrate is None and self.calibration_stale()):
             self.calibrate()

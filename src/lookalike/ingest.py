@@ -37,6 +37,8 @@ class IngestReport:
     removed: int = 0
     embedded: int = 0
     skipped: list[Skip] = field(default_factory=list)
+    #: lookalike's own folders met under the roots (indexes, caches, quarantines): never indexed.
+    excluded: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -61,6 +63,7 @@ class IngestReport:
             "removed": self.removed,
             "embedded": self.embedded,
             "skipped": [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in self.skipped],
+            "excluded": list(self.excluded),
             "seconds": round(self.seconds, 3),
         }
 
@@ -105,8 +108,16 @@ class IngestRun:
     failures, records the roots, compacts and saves the search index.
     """
 
-    def __init__(self, store: Store, roots: Sequence[str | os.PathLike[str]], progress: Progress | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        roots: Sequence[str | os.PathLike[str]],
+        progress: Progress | None,
+        *,
+        rehash: bool = False,
+    ) -> None:
         self.store = store
+        self.rehash = rehash
         self.progress = progress or Progress()
         self.report = IngestReport()
         self.started = time.perf_counter()
@@ -115,6 +126,10 @@ class IngestRun:
         self.seen: set[str] = set()
         self.todo: dict[str, FoundFile] = {}
         self.new_skips: list[tuple[str, int, int, str, str]] = []
+        # Vectors of contents this run overwrote, by sha256: when contents move between indexed paths
+        # (two files swapped, a backup copy of files re-saved since), a later file with that content
+        # reuses the vector instead of finding no source. Bounded; a miss costs one re-embedding.
+        self.replaced: dict[str, tuple[np.ndarray, ItemRecord]] = {}
 
     def skip(self, skip: Skip) -> None:
         self.report.skipped.append(skip)
@@ -123,15 +138,14 @@ class IngestRun:
     def plan(self) -> list[FoundFile]:
         """Walk the roots; unchanged files and unchanged known failures cost a stat call and no more."""
         states, old_skips = self.states, self.store.known_skips()
-        for found in walk_images(
-            self.roots, self.skip, is_known=lambda p, size, mtime: _same(states.get(p), size, mtime)
-        ):
+        trusted = None if self.rehash else lambda p, size, mtime: _same(states.get(p), size, mtime)
+        for found in walk_images(self.roots, self.skip, is_known=trusted, on_excluded=self.report.excluded.append):
             self.seen.add(found.path)
-            if _same(states.get(found.path), found.size, found.mtime_ns):
+            if not self.rehash and _same(states.get(found.path), found.size, found.mtime_ns):
                 self.report.unchanged += 1
                 continue
             old = old_skips.get(found.path)
-            if old and old[0] == found.size and old[1] == found.mtime_ns:
+            if not self.rehash and old and old[0] == found.size and old[1] == found.mtime_ns:
                 self.skip(Skip(found.path, old[2], old[3]))
                 continue
             self.todo[found.path] = found
@@ -146,10 +160,16 @@ class IngestRun:
             self.new_skips.append((found.path, found.size, found.mtime_ns, skip.reason, skip.detail))
         self.progress.advance()
 
-    def reuse(self, prepared: _Prepared) -> None:
-        """A planned file whose bytes are already indexed: a move or a copy, no new vector."""
-        _reuse_known_content(self.store, prepared, self.states, self.report)
+    def reuse(self, prepared: _Prepared) -> bool:
+        """A planned file whose bytes were indexed when a worker hashed it: a move or a copy, no new vector.
+
+        False when no item (and no vector this run replaced) holds that content any more, because
+        another file of this run overwrote it meanwhile: the caller must embed the file after all.
+        """
+        if not self._reuse_known_content(prepared):
+            return False
         self.progress.advance()
+        return True
 
     def commit(self, records: Sequence[ItemRecord], vectors: np.ndarray) -> None:
         """Store one embedded batch in one atomic write."""
@@ -158,9 +178,59 @@ class IngestRun:
                 self.report.updated += 1
             else:
                 self.report.added += 1
+            self._remember_replaced(rec.path, rec.sha256)
         self.store.add(records, vectors)
         self.report.embedded += len(records)
         self.progress.advance(len(records))
+
+    #: At most this many replaced vectors are kept in memory per run (~5.5 MB at 1376-d).
+    REPLACED_LIMIT = 1024
+
+    def _remember_replaced(self, path: str, new_sha256: str) -> None:
+        """Keep the vector of the content that is about to be overwritten at ``path``."""
+        if path not in self.states or len(self.replaced) >= self.REPLACED_LIMIT:
+            return
+        current = self.store.get_by_path(path)
+        if current is None or current.sha256 == new_sha256 or current.sha256 in self.replaced:
+            return
+        if len(self.store.find_by_sha256(current.sha256)) > 1:
+            return  # another item keeps this content and its vector
+        self.replaced[current.sha256] = (self.store.vectors([current.id]), current)
+
+    def _reuse_known_content(self, p: _Prepared) -> bool:
+        """Same bytes as an indexed item: a move if that item's file is gone, else a copy sharing its vector."""
+        store, report = self.store, self.report
+        matches = store.find_by_sha256(p.sha256)
+        current = store.get_by_path(p.found.path)
+        if current is not None and current.sha256 == p.sha256:
+            store.touch(current.id, p.found.size, p.found.mtime_ns)  # same content, new mtime
+            report.unchanged += 1
+            return True
+        gone = next((m for m in matches if m.path != p.found.path and not os.path.lexists(m.path)), None)
+        if gone is not None:
+            if current is not None:
+                self._remember_replaced(current.path, p.sha256)
+                store.remove([current.id])
+            store.move(gone.id, p.found.path, p.found.mtime_ns)
+            report.moved += 1
+            return True
+        if matches:
+            source, vector = matches[0], store.vectors([matches[0].id])
+        elif p.sha256 in self.replaced:
+            vector, source = self.replaced[p.sha256]
+        else:
+            return False
+        self._remember_replaced(p.found.path, p.sha256)
+        record = ItemRecord(
+            p.found.path, p.sha256, p.found.size, p.found.mtime_ns, source.width, source.height, extra=source.extra
+        )
+        store.add([record], vector)
+        if p.found.path in self.states:
+            report.updated += 1
+        else:
+            report.added += 1
+        report.copied += 1
+        return True
 
     def finish(self, remove_missing: bool) -> IngestReport:
         store, report = self.store, self.report
@@ -171,6 +241,9 @@ class IngestRun:
                 for item_id, path in store.paths_under(root):
                     if path not in self.seen and not os.path.lexists(path):
                         stale_ids.append(item_id)
+        # Items an older version indexed inside lookalike's own folders (e.g. thumbnails) leave the index.
+        for folder in self.report.excluded:
+            stale_ids.extend(item_id for item_id, path in store.paths_under(folder) if path not in self.seen)
         report.removed = store.remove(sorted(set(stale_ids)))
         failed = {skip[0] for skip in self.new_skips}
         store.record_skips(self.new_skips, forget=[path for path in self.todo if path not in failed])
@@ -195,8 +268,10 @@ def ingest(
     workers: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     remove_missing: bool = True,
+    rehash: bool = False,
 ) -> IngestReport:
-    run = IngestRun(store, roots, progress)
+    """Index ``roots`` into ``store``. ``rehash`` reads and hashes every file, trusting no (size, mtime)."""
+    run = IngestRun(store, roots, progress, rehash=rehash)
     todo = run.plan()
     batch: list[_Prepared] = []
     batch_size = max(1, embedder.batch_size)
@@ -219,13 +294,14 @@ def ingest(
         if isinstance(result, Skip):
             run.failed(result)
         elif result.array is None:
-            run.reuse(result)
+            if not run.reuse(result):  # its content was overwritten since the worker hashed it
+                handle(_prepare(result.found, embedder, max_pixels, known=lambda sha: False))
         else:
             batch.append(result)
             if len(batch) >= batch_size:
                 flush()
 
-    known = _KnownHashes(store)
+    known = _KnownHashes(store, run.replaced)  # type: ignore[arg-type]
     window = 3 * batch_size
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 2)) as pool:
         pending: deque[Future[_Prepared | Skip]] = deque()
@@ -248,40 +324,15 @@ def _record(p: _Prepared, extra: dict[str, object] | None = None) -> ItemRecord:
 
 
 class _KnownHashes:
-    """Thread-safe 'is this content already indexed?' for the workers (the store serialises access)."""
+    """Thread-safe 'is this content already indexed?' for the workers (the store serialises access).
 
-    def __init__(self, store: Store) -> None:
+    Content this run overwrote counts as known: its vector waits in ``replaced`` (filled before the
+    store forgets it), so a file that now holds it is not decoded again.
+    """
+
+    def __init__(self, store: Store, replaced: dict[str, object]) -> None:
         self.store = store
+        self.replaced = replaced
 
     def __call__(self, sha256: str) -> bool:
-        return bool(self.store.find_by_sha256(sha256))
-
-
-def _reuse_known_content(
-    store: Store, p: _Prepared, states: dict[str, tuple[int, int, int]], report: IngestReport
-) -> None:
-    """Same bytes as an indexed item: a move if that item's file is gone, else a copy sharing its vector."""
-    matches = store.find_by_sha256(p.sha256)
-    current = store.get_by_path(p.found.path)
-    if current is not None and current.sha256 == p.sha256:
-        store.touch(current.id, p.found.size, p.found.mtime_ns)  # same content, new mtime
-        report.unchanged += 1
-        return
-    gone = next((m for m in matches if m.path != p.found.path and not os.path.lexists(m.path)), None)
-    if gone is not None:
-        if current is not None:
-            store.remove([current.id])
-        store.move(gone.id, p.found.path, p.found.mtime_ns)
-        report.moved += 1
-        return
-    source = matches[0]
-    vector = store.vectors([source.id])
-    record = ItemRecord(
-        p.found.path, p.sha256, p.found.size, p.found.mtime_ns, source.width, source.height, extra=source.extra
-    )
-    store.add([record], vector)
-    if p.found.path in states:
-        report.updated += 1
-    else:
-        report.added += 1
-    report.copied += 1
+        return sha256 in self.replaced or bool(self.store.find_by_sha256(sha256))

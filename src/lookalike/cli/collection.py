@@ -60,6 +60,14 @@ def index_command(
             "'local'. Needs `pip install lookalike[distributed]`.",
         ),
     ] = None,
+    rehash: Annotated[
+        bool,
+        typer.Option(
+            "--rehash",
+            help="Read and hash every file, also those whose size and modification time are unchanged "
+            "(catches files rewritten in place with their old timestamp).",
+        ),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -67,7 +75,7 @@ def index_command(
     with friendly_errors():
         index = Index.open(db, model=model, index_kind=index_type)
         with BarProgress(enabled=not (quiet or json_output)) as progress:
-            report = index.add(paths, progress=progress, workers=workers, ray=ray)
+            report = index.add(paths, progress=progress, workers=workers, ray=ray, rehash=rehash)
         if json_output:
             print_json({"db": str(db), "count": len(index), **report.to_dict()})
         else:
@@ -86,6 +94,9 @@ def _print_report(report: IngestReport, count: int) -> None:
         err.print(table)
         if len(shown) > 50:
             err.print(f"… and {len(shown) - 50} more (use --json for the full list)")
+    if report.excluded:
+        shown_folders = ", ".join(report.excluded[:3]) + (" …" if len(report.excluded) > 3 else "")
+        err.print(f"[dim]left out lookalike's own folders (index, caches, quarantine): {shown_folders}[/dim]")
     out.print(f"{report.summary()}; {count} images in the index")
 
 

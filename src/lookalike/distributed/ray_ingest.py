@@ -101,6 +101,7 @@ def ingest_ray(
     progress: Progress | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     remove_missing: bool = True,
+    rehash: bool = False,
 ) -> IngestReport:
     """Like :func:`lookalike.ingest.ingest`, with the embedding done by Ray actors.
 
@@ -110,7 +111,7 @@ def ingest_ray(
     """
     import ray
 
-    run = IngestRun(store, roots, progress)
+    run = IngestRun(store, roots, progress, rehash=rehash)
     todo = run.plan()
     if todo:
         connect(address)
@@ -140,9 +141,8 @@ def ingest_ray(
                 prepared = _Prepared(
                     found, str(batch["sha256"][i]), int(batch["width"][i]), int(batch["height"][i]), None
                 )
-                if store.find_by_sha256(prepared.sha256):
-                    run.reuse(prepared)  # a move or copy: no new vector
-                    continue
+                if store.find_by_sha256(prepared.sha256) and run.reuse(prepared):
+                    continue  # a move or copy: no new vector
                 records.append(_record(prepared))
                 vectors.append(batch["vector"][i])
             if records:

@@ -3,6 +3,11 @@
 Image files are recognised by their first bytes (magic numbers), so ``photo`` without an extension
 is found and ``notes.txt`` is not. Files whose extension claims an image but whose content does not
 are reported, because the user probably expected them to be indexed.
+
+lookalike's own folders are never walked, wherever they lie: an index (its thumbnails live inside
+it), a folder tagged by the Cache Directory Tagging spec (``CACHEDIR.TAG``: our thumbnail and model
+caches, and other programs' caches), and a quarantine folder (its manifest). Half-copied files that a
+killed move left (``.NAME.lookalike-partial``) are never yielded either.
 """
 
 from __future__ import annotations
@@ -40,6 +45,65 @@ IMAGE_EXTENSIONS = frozenset(
     ]
 )
 
+#: A folder holding this file is a lookalike index (store/local.py's database file).
+INDEX_MARKER = "items.sqlite"
+#: The Cache Directory Tagging spec's file name and signature (also honoured by tar, borg, restic).
+CACHEDIR_TAG = "CACHEDIR.TAG"
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
+#: A move across file systems copies to ``.NAME`` + this first (dedup/quarantine.py).
+PARTIAL_SUFFIX = ".lookalike-partial"
+
+
+def tag_cache_dir(folder: str | os.PathLike[str], owner: str = "lookalike") -> None:
+    """Mark ``folder`` as a cache (CACHEDIR.TAG), so no index, backup or archiver walks into it."""
+    tag = Path(folder) / CACHEDIR_TAG
+    if tag.exists():
+        return
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        tag.write_bytes(
+            CACHEDIR_SIGNATURE
+            + f"\n# This file is a cache directory tag created by {owner}.\n"
+            "# For information about cache directory tags, see https://bford.info/cachedir/\n".encode()
+        )
+    except OSError:
+        pass  # a read-only cache folder: the index-folder rule still keeps ours out
+
+
+def own_folder_kind(folder: str, names: Iterable[str]) -> str | None:
+    """What lookalike folder ``folder`` (with these entry names) is, or None for a user folder."""
+    names = set(names)
+    if INDEX_MARKER in names:
+        return "index"
+    if CACHEDIR_TAG in names and _starts_with(os.path.join(folder, CACHEDIR_TAG), CACHEDIR_SIGNATURE):
+        return "cache"
+    for name in names:
+        if (
+            name.startswith("manifest-")
+            and name.endswith(".jsonl")
+            and _is_quarantine_manifest(os.path.join(folder, name))
+        ):
+            return "quarantine"
+    return None
+
+
+def _starts_with(path: str, prefix: bytes) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(prefix)) == prefix
+    except OSError:
+        return False
+
+
+def _is_quarantine_manifest(path: str) -> bool:
+    """A lookalike quarantine manifest's first line is a JSON header naming its quarantine folder."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        return False
+    return first.startswith("{") and '"state": "header"' in first and '"quarantine"' in first
+
 
 def sniff_image(head: bytes) -> bool:
     """True when the first bytes of a file look like an image format Pillow can read."""
@@ -75,14 +139,17 @@ def walk_images(
     roots: Iterable[str | os.PathLike[str]],
     on_skip: Callable[[Skip], None],
     is_known: Callable[[str, int, int], bool] | None = None,
+    on_excluded: Callable[[str], None] | None = None,
 ) -> Iterator[FoundFile]:
     """Yield every image file under ``roots`` (files or folders), each real file once.
 
     Problems (unreadable folders, symlink loops, vanished paths, non-image files) go to ``on_skip``.
     ``is_known(path, size, mtime_ns)`` true means "indexed and unchanged": such files are yielded
-    without opening them, so re-indexing an unchanged folder costs only stat calls.
+    without opening them, so re-indexing an unchanged folder costs only stat calls. lookalike's own
+    folders (see the module docstring) are not entered; ``on_excluded`` hears of each.
     """
     known = is_known or (lambda path, size, mtime_ns: False)
+    excluded = on_excluded or (lambda folder: None)
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[tuple[int, int]] = set()
     for root in roots:
@@ -91,7 +158,9 @@ def walk_images(
         if st is None:
             continue
         if os.path.isdir(root_path):
-            yield from _walk_dir(root_path, seen_dirs, seen_files, on_skip, known)
+            yield from _walk_dir(root_path, seen_dirs, seen_files, on_skip, known, excluded)
+        elif os.path.basename(root_path).endswith(PARTIAL_SUFFIX):
+            on_skip(Skip(root_path, "partial copy", "a move that was interrupted left this half-copied file"))
         else:
             found = _check_file(root_path, st, seen_files, on_skip, known, explicit=True)
             if found:
@@ -115,6 +184,7 @@ def _walk_dir(
     seen_files: set[tuple[int, int]],
     on_skip: Callable[[Skip], None],
     known: Callable[[str, int, int], bool],
+    excluded: Callable[[str], None],
 ) -> Iterator[FoundFile]:
     stack = [top]
     while stack:
@@ -137,9 +207,14 @@ def _walk_dir(
         except OSError as exc:
             on_skip(Skip(folder, "unreadable", exc.strerror or str(exc)))
             continue
+        if own_folder_kind(folder, (e.name for e in entries)) is not None:
+            excluded(folder)
+            continue
         subdirs = []
         for entry in entries:
             path = os.path.join(folder, entry.name)
+            if entry.name.endswith(PARTIAL_SUFFIX):
+                continue  # an interrupted move's half-copied file (the move's re-run finishes it)
             try:
                 if entry.is_dir(follow_symlinks=True):
                     subdirs.append(path)

@@ -36,6 +36,8 @@ import numpy as np
 import onnxruntime as ort
 from platformdirs import user_cache_dir
 
+from lookalike.imaging.discover import tag_cache_dir
+
 if TYPE_CHECKING:
     import torch
 
@@ -128,6 +130,7 @@ def export_onnx(recipe: ExportRecipe, path: Path, *, fingerprint: str | None = N
     fingerprint = fingerprint or recipe.fingerprint()
     module = recipe.build().eval()
     path.parent.mkdir(parents=True, exist_ok=True)
+    tag_cache_dir(path.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".onnx.tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)

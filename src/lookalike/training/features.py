@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from lookalike.imaging.discover import Skip
+from lookalike.imaging.discover import Skip, tag_cache_dir
 from lookalike.imaging.load import ImageLoadError, decode_image, read_bytes
 from lookalike.models.base import Embedder
 from lookalike.models.onnx_backend import cache_root
@@ -77,6 +77,7 @@ class FeatureCache:
         self.dim = model.spec.dim
         directory = directory or features_dir()
         directory.mkdir(parents=True, exist_ok=True)
+        tag_cache_dir(directory)
         self.path = directory / f"{model.spec.name}-{self.key}.sqlite"
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)

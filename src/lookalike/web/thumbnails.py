@@ -12,6 +12,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from lookalike.imaging.discover import tag_cache_dir
 from lookalike.imaging.load import DEFAULT_MAX_PIXELS, load_image
 
 THUMBNAIL_SIZE = 320
@@ -45,6 +46,7 @@ class ThumbnailCache:
             image = loaded.image
             image.thumbnail((self.size, self.size))
             target.parent.mkdir(parents=True, exist_ok=True)
+            tag_cache_dir(self.folder)  # never indexed, wherever the user puts it
             fd, tmp = tempfile.mkstemp(prefix=".thumb-", suffix=".jpg", dir=target.parent)
             try:
                 with os.fdopen(fd, "wb") as handle:
