@@ -1,10 +1,10 @@
 """Incremental, pipelined indexing of files into a store.
 
 Decisions per file, cheapest first: unchanged ``(path, size, mtime)`` costs one ``stat``; a file that
-failed before and has not changed is reported again without decoding; otherwise worker threads read,
-hash, decode (JPEG draft mode) and preprocess it while the main thread runs the model on full
-batches, so decoding overlaps inference. Content already in the index (same sha256) is never
-re-embedded: a moved file keeps its vector, a copy reuses it.
+failed before and has not changed is reported again without decoding; otherwise the embedding
+pipeline (:mod:`lookalike.pipeline`) reads, hashes, decodes (JPEG draft mode), measures and
+preprocesses it in worker threads while the model runs on full batches. Content already in the index
+(same sha256) is never re-embedded: a moved file keeps its vector, a copy reuses it.
 """
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from lookalike.imaging.discover import FoundFile, Skip, walk_images
 from lookalike.imaging.load import DEFAULT_MAX_PIXELS, ImageLoadError, decode_image, read_bytes
+from lookalike.imaging.stats import pixel_stats
 from lookalike.models.base import Embedder
+from lookalike.pipeline.runner import Pipeline, Work
 from lookalike.store.base import ItemRecord, Store
 
 
@@ -76,28 +77,33 @@ class Progress:
     def skipped(self, skip: Skip) -> None: ...
 
 
-@dataclass
-class _Prepared:
-    found: FoundFile
-    sha256: str
-    width: int
-    height: int
-    array: np.ndarray | None  # None when the content is already indexed
+def prepare_file(
+    found: FoundFile, embedder: Embedder, max_pixels: int, known: Callable[[str], bool]
+) -> Work[FoundFile] | Skip:
+    """Worker: read once, hash, and (unless the content is known) decode, measure and preprocess.
 
-
-def _prepare(found: FoundFile, embedder: Embedder, max_pixels: int, known: Callable[[str], bool]) -> _Prepared | Skip:
-    """Worker: read once, hash, and (unless the content is known) decode + preprocess."""
+    ``info`` carries ``sha256`` and, for new content, ``width``/``height`` and the picture's
+    :func:`~lookalike.imaging.stats.pixel_stats` (taken from the same decode).
+    """
     try:
         data = read_bytes(found.path)
         sha = hashlib.sha256(data).hexdigest()
         if known(sha):
-            return _Prepared(found, sha, 0, 0, None)
+            return Work(found, [], {"sha256": sha})
         loaded = decode_image(data, draft_size=embedder.spec.input_size, max_pixels=max_pixels)
-        return _Prepared(found, sha, loaded.width, loaded.height, embedder.preprocess(loaded.image))
     except ImageLoadError as exc:
         return Skip(found.path, exc.reason, exc.detail)
-    except Exception as exc:  # a decoder bug on one file must not stop the run
-        return Skip(found.path, "corrupt", f"{type(exc).__name__}: {exc}")
+    info = {"sha256": sha, "width": loaded.width, "height": loaded.height, "stats": pixel_stats(loaded.image)}
+    return Work(found, [embedder.preprocess(loaded.image)], info)
+
+
+def file_record(work: Work[FoundFile], extra: dict[str, object] | None = None) -> ItemRecord:
+    """The store record of a prepared file (its stats kept in ``extra`` for quality checks)."""
+    found, info = work.item, work.info
+    extra = {**(extra or {}), **({"stats": info["stats"]} if info.get("stats") else {})}
+    return ItemRecord(
+        found.path, info["sha256"], found.size, found.mtime_ns, info["width"], info["height"], extra=extra
+    )
 
 
 class IngestRun:
@@ -160,7 +166,7 @@ class IngestRun:
             self.new_skips.append((found.path, found.size, found.mtime_ns, skip.reason, skip.detail))
         self.progress.advance()
 
-    def reuse(self, prepared: _Prepared) -> bool:
+    def reuse(self, prepared: Work[FoundFile]) -> bool:
         """A planned file whose bytes were indexed when a worker hashed it: a move or a copy, no new vector.
 
         False when no item (and no vector this run replaced) holds that content any more, because
@@ -197,35 +203,35 @@ class IngestRun:
             return  # another item keeps this content and its vector
         self.replaced[current.sha256] = (self.store.vectors([current.id]), current)
 
-    def _reuse_known_content(self, p: _Prepared) -> bool:
+    def _reuse_known_content(self, work: Work[FoundFile]) -> bool:
         """Same bytes as an indexed item: a move if that item's file is gone, else a copy sharing its vector."""
-        store, report = self.store, self.report
-        matches = store.find_by_sha256(p.sha256)
-        current = store.get_by_path(p.found.path)
-        if current is not None and current.sha256 == p.sha256:
-            store.touch(current.id, p.found.size, p.found.mtime_ns)  # same content, new mtime
+        store, report, found, sha = self.store, self.report, work.item, str(work.info["sha256"])
+        matches = store.find_by_sha256(sha)
+        current = store.get_by_path(found.path)
+        if current is not None and current.sha256 == sha:
+            store.touch(current.id, found.size, found.mtime_ns)  # same content, new mtime
             report.unchanged += 1
             return True
-        gone = next((m for m in matches if m.path != p.found.path and not os.path.lexists(m.path)), None)
+        gone = next((m for m in matches if m.path != found.path and not os.path.lexists(m.path)), None)
         if gone is not None:
             if current is not None:
-                self._remember_replaced(current.path, p.sha256)
+                self._remember_replaced(current.path, sha)
                 store.remove([current.id])
-            store.move(gone.id, p.found.path, p.found.mtime_ns)
+            store.move(gone.id, found.path, found.mtime_ns)
             report.moved += 1
             return True
         if matches:
             source, vector = matches[0], store.vectors([matches[0].id])
-        elif p.sha256 in self.replaced:
-            vector, source = self.replaced[p.sha256]
+        elif sha in self.replaced:
+            vector, source = self.replaced[sha]
         else:
             return False
-        self._remember_replaced(p.found.path, p.sha256)
+        self._remember_replaced(found.path, sha)
         record = ItemRecord(
-            p.found.path, p.sha256, p.found.size, p.found.mtime_ns, source.width, source.height, extra=source.extra
+            found.path, sha, found.size, found.mtime_ns, source.width, source.height, extra=source.extra
         )
         store.add([record], vector)
-        if p.found.path in self.states:
+        if found.path in self.states:
             report.updated += 1
         else:
             report.added += 1
@@ -273,54 +279,35 @@ def ingest(
     """Index ``roots`` into ``store``. ``rehash`` reads and hashes every file, trusting no (size, mtime)."""
     run = IngestRun(store, roots, progress, rehash=rehash)
     todo = run.plan()
-    batch: list[_Prepared] = []
-    batch_size = max(1, embedder.batch_size)
-    # Optional hook: an embedder that also describes images (e.g. ImageNet keyword tags) returns
-    # per-item metadata from the same forward pass; it is stored in ItemRecord.extra.
-    tagger = getattr(embedder, "embed_arrays_with_extra", None)
-
-    def flush() -> None:
-        if not batch:
-            return
-        arrays = np.stack([p.array for p in batch])  # type: ignore[misc]
-        if tagger is not None:
-            vectors, extras = tagger(arrays)
-        else:
-            vectors, extras = embedder.embed_arrays(arrays), [{} for _ in batch]
-        run.commit([_record(p, extra) for p, extra in zip(batch, extras, strict=True)], vectors)
-        batch.clear()
-
-    def handle(result: _Prepared | Skip) -> None:
-        if isinstance(result, Skip):
-            run.failed(result)
-        elif result.array is None:
-            if not run.reuse(result):  # its content was overwritten since the worker hashed it
-                handle(_prepare(result.found, embedder, max_pixels, known=lambda sha: False))
-        else:
-            batch.append(result)
-            if len(batch) >= batch_size:
-                flush()
-
+    embed_again: set[str] = set()  # files whose known content was overwritten before they were reused
     known = _KnownHashes(store, run.replaced)  # type: ignore[arg-type]
-    window = 3 * batch_size
-    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 2)) as pool:
-        pending: deque[Future[_Prepared | Skip]] = deque()
-        for found in todo:
-            pending.append(pool.submit(_prepare, found, embedder, max_pixels, known))
-            while len(pending) >= window:
-                handle(pending.popleft().result())
-        while pending:
-            handle(pending.popleft().result())
-    flush()
+
+    def prepare(found: FoundFile) -> Work[FoundFile] | Skip:
+        return prepare_file(found, embedder, max_pixels, (lambda sha: False) if found.path in embed_again else known)
+
+    class Sink:
+        def finished(self, done: list[tuple[Work[FoundFile], np.ndarray]], extras: list[dict[str, object]]) -> None:
+            records, vectors = [], []
+            for (work, vecs), extra in zip(done, extras, strict=True):
+                if len(vecs):
+                    records.append(file_record(work, extra))
+                    vectors.append(vecs[0])
+                elif not run.reuse(work):  # its content was overwritten since the worker hashed it
+                    embed_again.add(work.item.path)
+                    pipeline.submit(work.item)
+            if records:
+                run.commit(records, np.stack(vectors))  # one atomic store write per model batch
+
+        def skipped(self, item: FoundFile, skip: Skip) -> None:
+            run.failed(skip)
+
+    pipeline = Pipeline(prepare, Sink(), embedder, workers=workers)
+    pipeline.run(todo)
     return run.finish(remove_missing)
 
 
 def _same(state: tuple[int, int, int] | None, size: int, mtime_ns: int) -> bool:
     return state is not None and state[1] == size and state[2] == mtime_ns
-
-
-def _record(p: _Prepared, extra: dict[str, object] | None = None) -> ItemRecord:
-    return ItemRecord(p.found.path, p.sha256, p.found.size, p.found.mtime_ns, p.width, p.height, extra=extra or {})
 
 
 class _KnownHashes:

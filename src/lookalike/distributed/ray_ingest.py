@@ -12,21 +12,26 @@ Files must be readable under the same path on every worker (a shared or replicat
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
-from lookalike.imaging.discover import Skip
-from lookalike.imaging.load import DEFAULT_MAX_PIXELS, ImageLoadError, decode_image, read_bytes
-from lookalike.ingest import IngestReport, IngestRun, Progress, _Prepared, _record
+from lookalike.imaging.discover import FoundFile, Skip
+from lookalike.imaging.load import DEFAULT_MAX_PIXELS
+from lookalike.ingest import IngestReport, IngestRun, Progress, file_record, prepare_file
 from lookalike.models.base import Embedder
+from lookalike.pipeline.runner import Pipeline, Work
 from lookalike.store.base import Store
 
 
 class EmbedFiles:
-    """The Ray actor's callable: one model per actor, a batch of paths in, vectors out."""
+    """The Ray actor's callable: one model per actor, a batch of paths in, vectors out.
+
+    It runs the same pipeline as local indexing (:func:`lookalike.ingest.prepare_file` in threads,
+    the model on full batches), so a file fails, and is measured, exactly as it would locally.
+    """
 
     def __init__(self, model_name: str, max_pixels: int, threads: int) -> None:
         from lookalike.models.registry import create_model
@@ -36,38 +41,30 @@ class EmbedFiles:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [str(p) for p in batch["path"]]
-        shas, widths, heights, reasons, details, arrays, ok = [], [], [], [], [], [], []
-        for path in paths:
-            sha, width, height, reason, detail = "", 0, 0, "", ""
-            try:
-                data = read_bytes(path)
-                sha = hashlib.sha256(data).hexdigest()
-                loaded = decode_image(data, draft_size=self.model.spec.input_size, max_pixels=self.max_pixels)
-                width, height = loaded.width, loaded.height
-                arrays.append(self.model.preprocess(loaded.image))
-                ok.append(True)
-            except ImageLoadError as exc:
-                reason, detail = exc.reason, exc.detail
-                ok.append(False)
-            except Exception as exc:  # one bad file must not fail the task (Ray would retry it forever)
-                reason, detail = "corrupt", f"{type(exc).__name__}: {exc}"
-                ok.append(False)
-            shas.append(sha)
-            widths.append(width)
-            heights.append(height)
-            reasons.append(reason)
-            details.append(detail)
+        row = {path: i for i, path in enumerate(paths)}
         dim = self.model.spec.dim
+        out: dict[str, list[object]] = {key: [""] * len(paths) for key in ("sha256", "reason", "detail", "info")}
         vectors = np.zeros((len(paths), dim), dtype=np.float32)
-        if arrays:
-            vectors[np.asarray(ok)] = self.model.embed_arrays(np.stack(arrays))
+
+        class Collect:
+            def finished(self, done: list[tuple[Work[FoundFile], np.ndarray]], extras: list[dict[str, object]]) -> None:
+                for (work, vecs), extra in zip(done, extras, strict=True):
+                    i = row[work.item.path]
+                    out["sha256"][i] = work.info["sha256"]
+                    out["info"][i] = json.dumps({**work.info, "extra": extra})
+                    vectors[i] = vecs[0]
+
+            def skipped(self, item: FoundFile, skip: Skip) -> None:
+                i = row[item.path]
+                out["reason"][i], out["detail"][i] = skip.reason, skip.detail
+
+        def prepare(found: FoundFile) -> Work[FoundFile] | Skip:
+            return prepare_file(found, self.model, self.max_pixels, known=lambda sha: False)
+
+        Pipeline(prepare, Collect(), self.model, workers=1).run([FoundFile(path, 0, 0) for path in paths])
         return {
             "path": np.asarray(paths, dtype=object),
-            "sha256": np.asarray(shas, dtype=object),
-            "width": np.asarray(widths, dtype=np.int64),
-            "height": np.asarray(heights, dtype=np.int64),
-            "reason": np.asarray(reasons, dtype=object),
-            "detail": np.asarray(details, dtype=object),
+            **{key: np.asarray(values, dtype=object) for key, values in out.items()},
             "vector": vectors,
         }
 
@@ -138,12 +135,12 @@ def ingest_ray(
                 if batch["reason"][i]:
                     run.failed(Skip(found.path, str(batch["reason"][i]), str(batch["detail"][i])))
                     continue
-                prepared = _Prepared(
-                    found, str(batch["sha256"][i]), int(batch["width"][i]), int(batch["height"][i]), None
-                )
-                if store.find_by_sha256(prepared.sha256) and run.reuse(prepared):
+                info = json.loads(str(batch["info"][i]))
+                extra = info.pop("extra")
+                work = Work(found, [], info)
+                if store.find_by_sha256(info["sha256"]) and run.reuse(work):
                     continue  # a move or copy: no new vector
-                records.append(_record(prepared))
+                records.append(file_record(work, extra))
                 vectors.append(batch["vector"][i])
             if records:
                 run.commit(records, np.stack(vectors))  # the store's crash-safe commit, one per batch

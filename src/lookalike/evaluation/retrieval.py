@@ -25,9 +25,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,9 +33,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from lookalike.imaging.discover import Skip, walk_images
-from lookalike.imaging.load import ImageLoadError, load_image
+from lookalike.imaging.load import ImageLoadError, load_image, to_rgb
 from lookalike.models.base import Embedder, NoMatchView, l2_normalize
 from lookalike.models.registry import create_model
+from lookalike.pipeline.runner import Pipeline, Work
 from lookalike.search.matching import FIXED_NO_MATCH_BELOW
 
 from .metrics import (
@@ -131,58 +130,28 @@ def embed_images(
     what indexing would reach. Unreadable files are reported in ``failures``, not raised.
     """
     started = time.perf_counter()
-
-    def prepare(i: int) -> tuple[int, np.ndarray | str]:
-        src = sources[i]
-        try:
-            image = src if isinstance(src, Image.Image) else load_image(src, draft_size=model.spec.input_size).image
-            if image.mode != "RGB":
-                image = image.convert("RGB")
-            return i, model.preprocess(image)
-        except ImageLoadError as exc:
-            return i, str(exc)
-        except Exception as exc:  # one broken file must not stop an evaluation
-            return i, f"corrupt: {type(exc).__name__}: {exc}"
-
     vectors: list[np.ndarray] = []
     ok: list[int] = []
     failures: list[tuple[int, str]] = []
-    batch: list[np.ndarray] = []
-    batch_ids: list[int] = []
 
-    def flush() -> None:
-        if batch:
-            vectors.append(model.embed_arrays(np.stack(batch)))
-            ok.extend(batch_ids)
-            if progress:
-                progress(len(batch))
-            batch.clear()
-            batch_ids.clear()
+    def prepare(i: int) -> Work[int] | Skip:
+        src = sources[i]
+        try:
+            image = src if isinstance(src, Image.Image) else load_image(src, draft_size=model.spec.input_size).image
+        except ImageLoadError as exc:
+            return Skip(str(src), exc.reason, exc.detail)
+        return Work(i, [model.preprocess(to_rgb(image))])
 
-    size = max(1, model.batch_size)
+    class Collect:
+        def finished(self, done: list[tuple[Work[int], np.ndarray]], extras: list[dict[str, object]]) -> None:
+            ok.extend(work.item for work, _ in done)
+            vectors.extend(vecs[0] for _, vecs in done)
 
-    def handle(i: int, result: np.ndarray | str) -> None:
-        if isinstance(result, str):
-            failures.append((i, result))
-            return
-        batch.append(result)
-        batch_ids.append(i)
-        if len(batch) >= size:
-            flush()
+        def skipped(self, item: int, skip: Skip) -> None:
+            failures.append((item, f"{skip.reason}: {skip.detail}"))
 
-    # A bounded window of work in flight: decoding runs ahead of the model by a few batches only, so
-    # memory stays at a few batches of arrays however large the folder is.
-    window = 3 * size
-    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 2)) as pool:
-        pending: deque[Future[tuple[int, np.ndarray | str]]] = deque()
-        for i in range(len(sources)):
-            pending.append(pool.submit(prepare, i))
-            while len(pending) >= window:
-                handle(*pending.popleft().result())
-        while pending:
-            handle(*pending.popleft().result())
-        flush()
-    matrix = np.concatenate(vectors) if vectors else np.zeros((0, model.spec.dim), dtype=np.float32)
+    Pipeline(prepare, Collect(), model, workers=workers, progress=progress).run(range(len(sources)))
+    matrix = np.stack(vectors) if vectors else np.zeros((0, model.spec.dim), dtype=np.float32)
     return Embedded(matrix, np.asarray(ok, dtype=np.int64), failures, time.perf_counter() - started)
 
 

@@ -44,8 +44,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
-from lookalike.imaging.load import ImageLoadError, open_rgb
+from lookalike.imaging.discover import Skip
+from lookalike.imaging.load import open_rgb
 from lookalike.models.base import Embedder, NoMatchView
+from lookalike.pipeline.runner import Pipeline, Work
 from lookalike.search.matching import FIXED_NO_MATCH_BELOW
 from lookalike.store.base import Hit, Store, VectorRows
 
@@ -626,43 +628,44 @@ def _copy_scores(
     edits_per_image: int,
     progress: CalibrationProgress | None,
 ) -> np.ndarray:
-    """Scores of edited copies of sampled items against their stored vectors."""
-    order = rng.permutation(len(ids))
+    """Scores of edited copies of sampled items against their stored vectors.
+
+    Runs on the shared pipeline: worker threads decode and edit (each sampled row with its own
+    random stream, drawn from ``rng``, so the sample is the same whatever the thread timing), the
+    model embeds full batches. A file that is gone or unreadable is replaced by the next sampled row.
+    """
+    order = [int(row) for row in rng.permutation(len(ids))]
     wanted = min(copies, len(ids))
-    scores: list[float] = []
-    pending: list[tuple[int, Image.Image]] = []
-    done = 0
-
-    def flush() -> None:
-        if not pending:
-            return
-        embedded = model.embed([im for _, im in pending])
-        for (row, _), vec in zip(pending, embedded, strict=True):
-            scores.append(float(np.dot(vectors[row], vec)))
-        pending.clear()
-
+    base_seed = int(rng.integers(0, 2**32))
+    scores: dict[int, list[float]] = {}
+    next_row = iter(order[wanted:])
     # Decode at a moderate size: edits then act on real detail, and huge photos stay cheap.
     draft = max(512, 2 * model.spec.input_size)
-    for row in order:
-        if done >= wanted:
-            break
+
+    def prepare(row: int) -> Work[int] | Skip:
         rec = store.get(int(ids[row]))
         if rec is None:
-            continue
-        try:
-            image = open_rgb(rec.path, draft_size=draft)
-        except (ImageLoadError, OSError):
-            continue  # moved or deleted since indexing: sample another one
+            return Skip(str(row), "missing", "no longer in the index")
+        image = open_rgb(rec.path, draft_size=draft)  # ImageLoadError: the pipeline skips this row
         image.thumbnail((640, 640))  # the model sees 224 px; bigger only slows decoding and editing
-        for _ in range(edits_per_image):
-            pending.append((int(row), copy_edit(image, rng)))
-        done += 1
-        if len(pending) >= model.batch_size:
-            flush()
-        if progress:
-            progress("copies", done, wanted)
-    flush()
-    return np.asarray(scores)
+        row_rng = np.random.default_rng((base_seed, row))
+        return Work(row, [model.preprocess(copy_edit(image, row_rng)) for _ in range(edits_per_image)])
+
+    class Collect:
+        def finished(self, done: list[tuple[Work[int], np.ndarray]], extras: list[dict[str, object]]) -> None:
+            for work, embedded in done:
+                scores[work.item] = [float(np.dot(vectors[work.item], vec)) for vec in embedded]
+            if progress:
+                progress("copies", len(scores), wanted)
+
+        def skipped(self, item: int, skip: Skip) -> None:
+            replacement = next(next_row, None)  # moved or deleted since indexing: sample another one
+            if replacement is not None:
+                pipeline.submit(replacement)
+
+    pipeline = Pipeline(prepare, Collect(), model)
+    pipeline.run(order[:wanted])
+    return np.asarray([score for row in order if row in scores for score in scores[row]])
 
 
 def load_calibration(store: Store) -> Calibration | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -21,6 +20,7 @@ from PIL import Image
 
 from lookalike.imaging.discover import Skip, walk_images
 from lookalike.imaging.load import ImageLoadError, load_image
+from lookalike.pipeline.runner import Pipeline, Work
 
 T = TypeVar("T")
 
@@ -133,26 +133,28 @@ def load_all(
     returned data set, which is re-checked so that skips cannot leave a class with < 2 images.
     """
 
-    def one(i: int) -> T | Skip:
+    keep: list[int] = []
+    results: list[T] = []
+    skips: list[Skip] = []
+
+    def read(i: int) -> Work[int] | Skip:
         path = data.paths[i]
         try:
             picture = load_image(path, draft_size=draft_size).image
         except ImageLoadError as exc:
             return Skip(str(path), exc.reason, exc.detail)
-        return convert(picture, i)
+        return Work(i, info={"converted": convert(picture, i)})
 
-    keep: list[int] = []
-    results: list[T] = []
-    skips: list[Skip] = []
-    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
-        for i, result in enumerate(pool.map(one, range(len(data)), chunksize=16)):
-            if isinstance(result, Skip):
-                skips.append(result)
-            else:
-                keep.append(i)
-                results.append(result)
-            if on_done is not None:
-                on_done(1)
+    class Collect:
+        def finished(self, done: list[tuple[Work[int], np.ndarray]], extras: list[dict[str, object]]) -> None:
+            for work, _ in done:
+                keep.append(work.item)
+                results.append(work.info["converted"])
+
+        def skipped(self, item: int, skip: Skip) -> None:
+            skips.append(Skip(str(data.paths[item]), skip.reason, skip.detail))
+
+    Pipeline(read, Collect(), None, workers=workers, progress=on_done).run(range(len(data)))
     out = data.subset(keep, skips)
     out.check()
     return out, results

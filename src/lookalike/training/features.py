@@ -22,9 +22,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from lookalike.imaging.discover import Skip, tag_cache_dir
 from lookalike.imaging.load import ImageLoadError, decode_image, read_bytes
 from lookalike.models.base import Embedder
 from lookalike.models.onnx_backend import cache_root
+from lookalike.pipeline.runner import Pipeline, Work
 
 AUGMENT_VERSION = "aug1"
 
@@ -156,7 +155,7 @@ def extract_features(
     computed = 0
     draft = model.spec.input_size
 
-    def prepare(i: int) -> tuple[int, str, dict[int, np.ndarray], list[tuple[int, np.ndarray]]] | Skip:
+    def prepare(i: int) -> Work[int] | Skip:
         """Hash, and on a cache miss decode + augment + preprocess, in a worker thread."""
         path = paths[i]
         try:
@@ -166,53 +165,33 @@ def extract_features(
             cached = {v: vec for (_, v), vec in cache.get_many([(sha, v) for v in needed]).items()}
             missing = [v for v in needed if v not in cached]
             if not missing:
-                return i, sha, cached, []
+                return Work(i, [], {"sha256": sha, "cached": cached, "missing": []})
             picture = decode_image(data, draft_size=draft).image
         except ImageLoadError as exc:
             return Skip(str(path), exc.reason, exc.detail)
-        arrays = [(v, model.preprocess(picture if v == 0 else augment(picture, view_seed(sha, v)))) for v in missing]
-        return i, sha, cached, arrays
+        inputs = [model.preprocess(picture if v == 0 else augment(picture, view_seed(sha, v))) for v in missing]
+        return Work(i, inputs, {"sha256": sha, "cached": cached, "missing": missing})
 
-    pending_keys: list[tuple[int, str, int]] = []
-    pending_arrays: list[np.ndarray] = []
+    class Collect:
+        def finished(self, done: list[tuple[Work[int], np.ndarray]], extras: list[dict[str, object]]) -> None:
+            nonlocal computed
+            fresh: list[tuple[str, int, np.ndarray]] = []
+            for work, vectors in done:
+                i, sha = work.item, work.info["sha256"]
+                shas[i] = sha
+                results.update({(i, v): vec for v, vec in work.info["cached"].items()})
+                for v, vec in zip(work.info["missing"], vectors, strict=True):
+                    results[(i, v)] = vec
+                    fresh.append((sha, v, vec))
+            if fresh:
+                cache.put_many(fresh)
+                computed += len(fresh)
 
-    def flush() -> None:
-        nonlocal computed
-        if not pending_arrays:
-            return
-        vectors = model.embed_arrays(np.stack(pending_arrays))
-        cache.put_many([(sha, v, vec) for (_, sha, v), vec in zip(pending_keys, vectors, strict=True)])
-        for (i, _, v), vec in zip(pending_keys, vectors, strict=True):
-            results[(i, v)] = vec
-        computed += len(pending_arrays)
-        pending_keys.clear()
-        pending_arrays.clear()
+        def skipped(self, item: int, skip: Skip) -> None:
+            skips.append(Skip(str(paths[item]), skip.reason, skip.detail))
 
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            queue: deque[Future] = deque()
-            window = max(4 * model.batch_size, 64)  # bounded look-ahead: memory stays ~window arrays
-            next_i = 0
-            while next_i < len(paths) or queue:
-                while next_i < len(paths) and len(queue) < window:
-                    queue.append(pool.submit(prepare, next_i))
-                    next_i += 1
-                result = queue.popleft().result()
-                if isinstance(result, Skip):
-                    skips.append(result)
-                else:
-                    i, sha, cached, arrays = result
-                    shas[i] = sha
-                    for v, vec in cached.items():
-                        results[(i, v)] = vec
-                    for v, arr in arrays:
-                        pending_keys.append((i, sha, v))
-                        pending_arrays.append(arr)
-                    if len(pending_arrays) >= model.batch_size:
-                        flush()
-                if on_done is not None:
-                    on_done(1)
-            flush()
+        Pipeline(prepare, Collect(), model, workers=workers, progress=on_done).run(range(len(paths)))
     finally:
         if own_cache:
             cache.close()
