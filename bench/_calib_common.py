@@ -6,7 +6,6 @@ in-distribution queries, and metrics (AUROC, FPR at 95% TPR, reliability / ECE).
 
 from __future__ import annotations
 
-import io
 import random
 import sys
 from pathlib import Path
@@ -18,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lookalike import Index
 from lookalike.evaluation.datasets import photos
+from lookalike.imaging.edits import copy_edit, jpeg
 from lookalike.imaging.load import open_rgb
 from lookalike.models.registry import DEFAULT_MODEL
-from lookalike.search.calibration import copy_edit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_neardup import EDITS as BENCHMARK_EDITS
@@ -66,19 +65,13 @@ def shifted_edit(image: Image.Image, rng: np.random.Generator) -> Image.Image:
         cw, ch = int(img.width * keep), int(img.height * keep)
         x0, y0 = int(rng.integers(0, img.width - cw + 1)), int(rng.integers(0, img.height - ch + 1))
         img = img.crop((x0, y0, x0 + cw, y0 + ch))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=int(rng.integers(50, 90)))
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
+    return jpeg(img, int(rng.integers(50, 90)))
 
 
 def standard_edit(image: Image.Image, kind: str, rng: random.Random) -> Image.Image:
     """One edit of the near-duplicate benchmark (bench_neardup.py), saved as JPEG as it saves it."""
     out, quality = benchmark_edit(image.convert("RGB"), kind, rng)
-    buf = io.BytesIO()
-    out.save(buf, format="JPEG", quality=quality)
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
+    return jpeg(out, quality)
 
 
 def edited(

@@ -31,7 +31,7 @@ from _util import print_table
 from lookalike.evaluation.datasets import ood_images
 from lookalike.imaging.load import open_rgb
 from lookalike.models.registry import DEFAULT_MODEL
-from lookalike.search.calibration import NO_MATCH_POOL, no_match_scores
+from lookalike.search.no_match import NO_MATCH_POOL, NoMatchRule
 from lookalike.search.results import QueryResult
 from lookalike.store.base import Hit
 
@@ -83,6 +83,7 @@ def main() -> None:
         threshold = cal.knn_threshold(args.accept)
 
         view = cal.view  # the model's no-match view (None: whole vectors), as the index reads it
+        reader = NoMatchRule.fixed(view=view)  # reads scores as the index's rule does
 
         def hits_of(result: QueryResult) -> list[Hit]:
             return [Hit(m.id, m.score) for m in result.results]
@@ -91,10 +92,7 @@ def main() -> None:
             results = index.search_many(queries, k=kmax + (NO_MATCH_POOL if view else 0), no_match_rule="fixed")
             vectors = index.embed(queries)  # unreadable queries would raise: these are all valid images
             mat = np.array(
-                [
-                    no_match_scores(index.store, v, hits_of(r), view)[:kmax]
-                    for v, r in zip(vectors, results, strict=True)
-                ]
+                [reader.read(index.store, v, hits_of(r))[:kmax] for v, r in zip(vectors, results, strict=True)]
             )
             knn_rule = np.array([r.no_match for r in index.search_many(queries, k=1, no_match_rule="knn")])
             fixed_rule = np.array([r.no_match for r in results if not r.error])

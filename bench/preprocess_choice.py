@@ -9,22 +9,16 @@ the best cosine to any other image) for MobileNetV2 under both recipes.
 
 from __future__ import annotations
 
-import io
 import sys
 from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from lookalike.imaging.edits import jpeg
 from lookalike.models.cnn import OnnxCnnEmbedder
 from lookalike.models.preprocessing import ImagePreprocessor
 from lookalike.models.registry import create_model
-
-
-def jpeg(image: Image.Image, quality: int) -> Image.Image:
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=quality)
-    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
 def crop(image: Image.Image, frac: float, dx: float) -> Image.Image:

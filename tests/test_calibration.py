@@ -14,13 +14,15 @@ from conftest import make_picture
 from lookalike import Index
 from lookalike.cli.app import app
 from lookalike.demo import demo_images_dir
+from lookalike.imaging import edits
 from lookalike.search import calibration as calib
+from lookalike.search import measure
 from lookalike.search.calibration import (
     Calibration,
     build_calibration,
-    knn_no_match,
     threshold_for_precision,
 )
+from lookalike.search.no_match import NoMatchRule
 
 runner = CliRunner()
 
@@ -53,7 +55,7 @@ def _synthetic(seed: int = 0, pos_mean: float = 0.9, neg_mean: float = 0.6) -> C
 def test_calibration_is_computed_by_add_and_stored(dhash_index: Index) -> None:
     cal = dhash_index.calibration
     assert cal is not None and cal.ok, cal
-    assert cal.n_items == 30 and len(cal.copy_scores) == calib.EDITS_PER_IMAGE * 30
+    assert cal.n_items == 30 and len(cal.copy_scores) == measure.EDITS_PER_IMAGE * 30
     assert len(cal.nn_scores) + cal.probable_duplicates == 30
     # Copies of a picture score higher than its nearest *other* picture, typically.
     assert np.median(cal.copy_scores) > np.median(cal.nn_scores)
@@ -116,7 +118,9 @@ def test_knn_threshold_follows_acceptance_rate() -> None:
     knn = np.asarray(cal.knn_scores)
     assert cal.knn_threshold(0.8) > cal.knn_threshold(0.95) > cal.knn_threshold(0.99)
     assert abs((knn >= cal.knn_threshold(0.95)).mean() - 0.95) < 0.01
-    assert knn_no_match([0.1, 0.05], cal) and not knn_no_match([0.9, 0.8], cal)
+    rule = NoMatchRule.for_collection(cal, "knn", 0.95)
+    assert (rule.kind, rule.threshold) == ("knn", cal.knn_threshold(0.95))
+    assert rule.decide([0.1, 0.05]).no_match and not rule.decide([0.9, 0.8]).no_match
 
 
 @pytest.mark.slow
@@ -190,7 +194,7 @@ def test_cli_calibrate_and_search_json(tmp_path: Path) -> None:
     shown = runner.invoke(app, ["calibrate", "--db", db, "--json", "--copies", "10"])
     assert shown.exit_code == 0, shown.output
     summary = json.loads(shown.stdout)
-    assert summary["status"] == "ok" and summary["copies_measured"] == 10 * calib.EDITS_PER_IMAGE
+    assert summary["status"] == "ok" and summary["copies_measured"] == 10 * measure.EDITS_PER_IMAGE
     query = tmp_path / "q.jpg"
     make_picture(3).resize((160, 120)).save(query, quality=70)
     doc = json.loads(runner.invoke(app, ["search", str(query), "--db", db, "--json"]).stdout)
@@ -206,18 +210,18 @@ def test_cli_calibrate_and_search_json(tmp_path: Path) -> None:
 def test_copy_generator_covers_the_standard_edits() -> None:
     """Every standard copy-detection edit can be drawn, and each does what its name says."""
     assert {"crop", "rotate", "flip", "jitter", "grayscale", "text", "border", "downscale", "jpeg"} <= set(
-        calib.EDIT_KINDS
+        edits.EDIT_KINDS
     )
     picture = make_picture(5)
     rng = np.random.default_rng(0)
-    edited = {kind: calib._apply_edit(picture, kind, rng) for kind in calib.EDIT_KINDS}
+    edited = {kind: edits.apply_edit(picture, kind, rng) for kind in edits.EDIT_KINDS}
     assert np.array_equal(np.asarray(edited["flip"]), np.asarray(picture)[:, ::-1])
     assert edited["border"].width > picture.width and edited["border"].height > picture.height
     assert edited["crop"].width < picture.width and edited["downscale"].width <= picture.width // 2
     grey = np.asarray(edited["grayscale"]).astype(int)
     assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
     assert not np.array_equal(np.asarray(edited["text"]), np.asarray(picture))
-    copies = [calib.copy_edit(picture, rng) for _ in range(20)]
+    copies = [edits.copy_edit(picture, rng) for _ in range(20)]
     assert all(c.mode == "RGB" and min(c.size) >= 16 for c in copies)
     assert len({c.size for c in copies}) > 10  # random composites, not one fixed edit
 

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import ImageEnhance
 
 from lookalike import Index
+from lookalike.imaging.edits import jpeg
 from lookalike.imaging.load import load_image
 
 pytestmark = pytest.mark.slow
-
-
-def _jpeg(img: Image.Image, quality: int) -> Image.Image:
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=quality)
-    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
 EDITS = {
@@ -25,8 +19,8 @@ EDITS = {
     "centre crop 70%": lambda im: im.crop(
         (im.width * 15 // 100, im.height * 15 // 100, im.width * 85 // 100, im.height * 85 // 100)
     ),
-    "jpeg q25": lambda im: _jpeg(im, 25),
-    "crop 80% + resize + jpeg q50": lambda im: _jpeg(
+    "jpeg q25": lambda im: jpeg(im, 25),
+    "crop 80% + resize + jpeg q50": lambda im: jpeg(
         im.crop((0, 0, im.width * 8 // 10, im.height * 8 // 10)).resize((480, 360)), 50
     ),
     "brightness +30%": lambda im: ImageEnhance.Brightness(im).enhance(1.3),

@@ -13,7 +13,7 @@ from conftest import make_picture
 from lookalike import Index
 from lookalike.evaluation.retrieval import ood_scores
 from lookalike.models.base import Embedder, ModelSpec, NoMatchView, l2_normalize
-from lookalike.search import calibration as calib
+from lookalike.search.no_match import NO_MATCH_POOL, NoMatchRule
 from lookalike.store.base import Hit
 
 SEMANTIC = 12
@@ -79,7 +79,7 @@ def test_query_knn_score_is_the_kth_view_score_of_the_nearest(two_part_index: In
     qvec = index.embed([query])[0]
     ids, vectors = index.store.all_vectors()
     full = vectors @ qvec
-    pool = np.argsort(-full)[: cal.knn_k + calib.NO_MATCH_POOL]
+    pool = np.argsort(-full)[: cal.knn_k + NO_MATCH_POOL]
     in_view = np.sort(cal.view.apply(vectors[pool]) @ cal.view.apply(qvec))[::-1]  # type: ignore[union-attr]
     assert result.extra["knn_score"] == pytest.approx(in_view[cal.knn_k - 1], abs=1e-5)
     assert result.no_match == (in_view[cal.knn_k - 1] < cal.knn_threshold())
@@ -91,7 +91,7 @@ def test_query_knn_score_is_the_kth_view_score_of_the_nearest(two_part_index: In
     best_views = []
     for picture, result in zip(corners, results, strict=True):
         hits = [Hit(m.id, m.score) for m in result.results]
-        view_scores = calib.no_match_scores(index.store, index.embed([picture])[0], hits, cal.view)
+        view_scores = NoMatchRule.fixed(view=cal.view).read(index.store, index.embed([picture])[0], hits)
         best_views.append(view_scores.max())
         assert min(m.score for m in result.results) >= 0.6 - 1e-6
         assert result.no_match == (view_scores.max() < 0.5)
@@ -116,4 +116,4 @@ def test_ood_scores_read_the_view() -> None:
 
 def test_models_without_a_view_read_whole_scores(tmp_path: Path) -> None:
     hits = [Hit(1, 0.9), Hit(2, 0.4)]
-    np.testing.assert_array_equal(calib.no_match_scores(None, np.zeros(3), hits, None), [0.9, 0.4])  # type: ignore[arg-type]
+    np.testing.assert_array_equal(NoMatchRule.fixed().read(None, np.zeros(3), hits), [0.9, 0.4])  # type: ignore[arg-type]

@@ -20,7 +20,8 @@ from lookalike.models.base import Embedder
 from lookalike.models.registry import DEFAULT_MODEL, create_model
 from lookalike.search import calibration as calib
 from lookalike.search.calibration import Calibration
-from lookalike.search.matching import FIXED_NO_MATCH_BELOW, fixed_no_match
+from lookalike.search.measure import CalibrationProgress, compute_calibration
+from lookalike.search.no_match import DEFAULT_ACCEPT, FIXED_NO_MATCH_BELOW, NoMatchRule
 from lookalike.search.results import Match, QueryResult
 from lookalike.store import open_store
 from lookalike.store.base import Hit, ItemRecord, ModelMismatchError, Store
@@ -52,7 +53,7 @@ class Index:
         #: "auto" (k-NN rule when the collection is calibrated, else fixed), "knn" or "fixed"
         self.no_match_rule = "auto"
         #: fraction of the collection's own items the k-NN rule accepts as in-distribution
-        self.accept_rate = calib.DEFAULT_ACCEPT
+        self.accept_rate = DEFAULT_ACCEPT
         self._calibration_cache: tuple[object, Calibration | None] = (None, None)
 
     @classmethod
@@ -152,10 +153,7 @@ class Index:
         raw = self.store.get_meta(calib.META_KEY)
         stamp = raw.get("computed_at") if isinstance(raw, dict) else None
         if self._calibration_cache[0] != stamp or stamp is None:
-            cal = calib.Calibration.from_json(raw) if isinstance(raw, dict) else None
-            if cal is not None and cal.version != calib.VERSION:
-                cal = None
-            self._calibration_cache = (stamp, cal)
+            self._calibration_cache = (stamp, calib.parse_calibration(raw))  # parsed once per stored record
         return self._calibration_cache[1]
 
     def calibration_stale(self) -> bool:
@@ -163,9 +161,9 @@ class Index:
         cal = self.calibration
         return cal is None or cal.is_stale(len(self.store))
 
-    def calibrate(self, progress: calib.CalibrationProgress | None = None, **options: object) -> Calibration:
+    def calibrate(self, progress: CalibrationProgress | None = None, **options: object) -> Calibration:
         """Measure the collection now and store the result (options: see ``compute_calibration``)."""
-        cal = calib.compute_calibration(self.store, self.model, progress=progress, **options)  # type: ignore[arg-type]
+        cal = compute_calibration(self.store, self.model, progress=progress, **options)  # type: ignore[arg-type]
         calib.save_calibration(self.store, cal)
         return cal
 
@@ -210,30 +208,42 @@ class Index:
         """
         if k < 1:
             raise ValueError("k must be at least 1")
-        rule = no_match_rule or self.no_match_rule
-        if rule not in calib.NO_MATCH_RULES:
-            raise ValueError(f"unknown no-match rule {rule!r}; choose one of {', '.join(calib.NO_MATCH_RULES)}")
-        accept = self.accept_rate if accept_rate is None else accept_rate
         cal = self.calibration
-        calibrated = cal is not None and cal.ok
-        used_rule = "knn" if calibrated and rule in ("auto", "knn") else "fixed"
-        extra: dict[str, object] = {"no_match_rule": used_rule}
-        if rule == "knn" and not calibrated:
-            extra["no_match_note"] = cal.reason if cal is not None else "this index has no calibration yet"
-        if used_rule == "knn":
-            assert cal is not None
-            knn_threshold = cal.knn_threshold(accept)
-        # A model with a no-match view (see NoMatchView) has the rule read a few more neighbours in it.
-        view = cal.view if cal is not None else None
-        rule_reads = cal.knn_k if used_rule == "knn" and cal is not None else 1
-        search_k = max(k, rule_reads + (calib.NO_MATCH_POOL if view else 0))
-        labels: list[str] = []
+        rule = NoMatchRule.for_collection(
+            cal,
+            no_match_rule or self.no_match_rule,
+            self.accept_rate if accept_rate is None else accept_rate,
+            self.no_match_below,
+        )
+        vectors, excludes, errors = self._resolve_and_embed(queries)
+        ready = [i for i, v in enumerate(vectors) if v is not None]
+        hits_by_query: dict[int, list[Hit]] = {}
+        if ready:
+            found = self._search_hits(
+                np.stack([vectors[i] for i in ready]), max(k, rule.neighbours), [excludes[i] for i in ready]
+            )
+            hits_by_query = dict(zip(ready, found, strict=True))
+        out = []
+        for i, query in enumerate(queries):
+            if i in errors:
+                out.append(QueryResult(_label(query), [], True, error=errors[i]))
+                continue
+            hits = hits_by_query.get(i, [])
+            decision = rule.decide(rule.read(self.store, vectors[i], hits))  # type: ignore[arg-type]
+            matches = self._matches(hits[:k], cal)  # only the shown results need their records
+            out.append(QueryResult(_label(query), matches, decision.no_match, extra=decision.detail))
+        return out
+
+    def _resolve_and_embed(
+        self, queries: Sequence[QueryInput]
+    ) -> tuple[list[np.ndarray | None], list[list[int]], dict[int, str]]:
+        """Each query's vector (stored for indexed items, embedded in one batch otherwise), the ids
+        to leave out of its results (itself), and the error of each query that cannot be read."""
         vectors: list[np.ndarray | None] = [None] * len(queries)
         excludes: list[list[int]] = [[] for _ in queries]
         errors: dict[int, str] = {}
         to_embed: list[tuple[int, QueryInput]] = []
         for i, query in enumerate(queries):
-            labels.append(_label(query))
             item = self._indexed_item(query)
             if item is not None:
                 vectors[i] = self.store.vectors([item.id])[0]
@@ -242,41 +252,19 @@ class Index:
                 errors[i] = f"no item with id {query}"
             else:
                 to_embed.append((i, query))
-        model = self.model if to_embed else None
+        if not to_embed:
+            return vectors, excludes, errors
+        model = self.model
         pictures: list[tuple[int, Image.Image]] = []
         for i, query in to_embed:
             try:
-                pictures.append((i, open_rgb(query, draft_size=model.spec.input_size)))  # type: ignore[union-attr, arg-type]
+                pictures.append((i, open_rgb(query, draft_size=model.spec.input_size)))  # type: ignore[arg-type]
             except ImageLoadError as exc:
                 errors[i] = str(exc)
         if pictures:
-            embedded = model.embed([p for _, p in pictures])  # type: ignore[union-attr]
-            for (i, _), vec in zip(pictures, embedded, strict=True):
+            for (i, _), vec in zip(pictures, model.embed([p for _, p in pictures]), strict=True):
                 vectors[i] = vec
-        ready = [i for i, v in enumerate(vectors) if v is not None]
-        hits_by_query: dict[int, list[Hit]] = {}
-        if ready:
-            # One batched product per distinct exclude set is plenty: excludes are per-query single ids.
-            found = self._search_hits(np.stack([vectors[i] for i in ready]), search_k, [excludes[i] for i in ready])
-            hits_by_query = dict(zip(ready, found, strict=True))
-        out = []
-        for i in range(len(queries)):
-            if i in errors:
-                out.append(QueryResult(labels[i], [], True, error=errors[i]))
-                continue
-            hits = hits_by_query.get(i, [])
-            matches = self._matches(hits[:k], cal)  # only the shown results need their records
-            scores = calib.no_match_scores(self.store, vectors[i], hits, view).tolist() if hits else []
-            if used_rule == "knn":
-                assert cal is not None
-                kth = scores[min(cal.knn_k, len(scores)) - 1] if scores else float("-inf")
-                no_match = kth < knn_threshold
-                detail = {**extra, "knn_score": round(kth, 6), "knn_threshold": round(knn_threshold, 6)}
-            else:
-                no_match = fixed_no_match(scores if view else scores[:k], self.no_match_below)
-                detail = dict(extra)
-            out.append(QueryResult(labels[i], matches, no_match, extra=detail))
-        return out
+        return vectors, excludes, errors
 
     def search_text(self, text: str, k: int = 4) -> QueryResult:
         """Find images by words. ``extra["mode"]`` says how:

@@ -22,7 +22,6 @@ user's collection.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -30,14 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+from PIL import Image
 
 from lookalike.imaging.discover import Skip, walk_images
+from lookalike.imaging.edits import NEARDUP_EDITS
 from lookalike.imaging.load import ImageLoadError, load_image, to_rgb
 from lookalike.models.base import Embedder, NoMatchView, l2_normalize
 from lookalike.models.registry import create_model
 from lookalike.pipeline.runner import Pipeline, Work
-from lookalike.search.matching import FIXED_NO_MATCH_BELOW
+from lookalike.search.no_match import DEFAULT_ACCEPT, FIXED_NO_MATCH_BELOW, NoMatchRule, auto_k
 
 from .metrics import (
     DEFAULT_KS,
@@ -187,46 +187,6 @@ def adapt(vectors: np.ndarray, mode: str = "none") -> np.ndarray:
 
 
 # -- near-duplicate test --------------------------------------------------------------------------
-def _jpeg(image: Image.Image, quality: int) -> Image.Image:
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=quality)
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
-
-
-def _crop(image: Image.Image, keep: float) -> Image.Image:
-    w, h = image.size
-    cw, ch = max(1, round(w * keep)), max(1, round(h * keep))
-    left, top = (w - cw) // 2, (h - ch) // 2
-    return image.crop((left, top, left + cw, top + ch))
-
-
-def _overlay_text(image: Image.Image) -> Image.Image:
-    out = image.copy()
-    w, h = out.size
-    draw = ImageDraw.Draw(out)
-    band = max(8, h // 8)
-    draw.rectangle([0, h - band, w, h], fill=(20, 20, 20))
-    draw.text((max(2, w // 20), h - band + band // 4), "© lookalike copy test", fill=(255, 255, 255))
-    return out
-
-
-#: The standard edits of copy-detection benchmarks (Copydays, DISC 2021), one mild instance each.
-NEARDUP_EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
-    "jpeg-q20": lambda im: _jpeg(im, 20),
-    "downscale-0.3": lambda im: im.resize(
-        (max(8, round(im.width * 0.3)), max(8, round(im.height * 0.3))), Image.Resampling.BILINEAR
-    ),
-    "crop-0.7": lambda im: _crop(im, 0.7),
-    "flip": ImageOps.mirror,
-    "rotate-7": lambda im: im.rotate(7, resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0)),
-    "brightness-1.4": lambda im: ImageEnhance.Brightness(im).enhance(1.4),
-    "greyscale": lambda im: ImageOps.grayscale(im).convert("RGB"),
-    "blur-2": lambda im: im.filter(ImageFilter.GaussianBlur(2)),
-    "text-overlay": _overlay_text,
-}
-
-
 @dataclass
 class NearDupSet:
     images: list[Image.Image]
@@ -312,6 +272,11 @@ def _rule_scores(own: np.ndarray, ood: np.ndarray, threshold: float) -> dict[str
     }
 
 
+def _statistics(rule: NoMatchRule, scores: np.ndarray) -> np.ndarray:
+    """The rule's statistic (best or k-th score) of each row of best-first neighbour scores."""
+    return np.asarray([rule.statistic(row) for row in scores], dtype=np.float64)
+
+
 def ood_scores(
     collection: np.ndarray,
     ood: np.ndarray,
@@ -324,36 +289,36 @@ def ood_scores(
     have one (each collection item against the others). In-collection queries are the positives.
 
     * ``fixed``: the best match's similarity, flagged below ``threshold`` (0.5).
-    * ``knn`` (when :mod:`lookalike.search.calibration` is installed; what a calibrated index uses):
-      the k-th nearest similarity with the index's k for this collection size, flagged below the
-      collection's own k-th-NN similarities at the acceptance rate (Sun et al. 2022). On the
-      collection itself the flagged share is then ``1 - accept`` by construction.
+    * ``knn`` (what a calibrated index uses): the k-th nearest similarity with the index's k for
+      this collection size, flagged below the collection's own k-th-NN similarities at the
+      acceptance rate (Sun et al. 2022). On the collection itself the flagged share is then
+      ``1 - accept`` by construction.
 
-    The top-level ``rule``/``auroc``/error rates are those of the rule the index applies by default
-    (``knn`` when available, else ``fixed``); both are listed under ``rules``.
+    Both are the :class:`~lookalike.search.no_match.NoMatchRule` a search applies. The top-level
+    ``rule``/``auroc``/error rates are those of the rule the index applies by default (``knn`` when
+    the collection has more than two images, else ``fixed``); both are listed under ``rules``.
 
     With the model's no-match ``view`` both rules read scores in it, as an index does (the index
     re-scores the nearest few by the whole vector; here the neighbours are found in the view itself).
     """
     if view is not None:
         collection, ood = view.apply(collection), view.apply(ood)
+    fixed = NoMatchRule.fixed(threshold)
     _, own1 = knn(collection, 1)
     _, ood1 = knn(collection, 1, queries=ood)
-    rules: dict[str, dict[str, object]] = {"fixed": _rule_scores(own1[:, 0], ood1[:, 0], threshold)}
+    rules: dict[str, dict[str, object]] = {
+        "fixed": _rule_scores(_statistics(fixed, own1), _statistics(fixed, ood1), fixed.threshold)
+    }
     default = "fixed"
     rule_text = f"fixed: best score < {threshold}"
-    try:
-        from lookalike.search import calibration as cal  # type: ignore[attr-defined]
-    except ImportError:
-        cal = None
-    if cal is not None and len(collection) > 2:
-        k = max(1, min(cal.auto_k(len(collection)), len(collection) - 1))
-        rate = accept if accept is not None else cal.DEFAULT_ACCEPT
+    if len(collection) > 2:
+        k = max(1, min(auto_k(len(collection)), len(collection) - 1))
+        rate = accept if accept is not None else DEFAULT_ACCEPT
         _, ownk = knn(collection, k)
         _, oodk = knn(collection, k, queries=ood)
-        own_kth, ood_kth = ownk[:, k - 1], oodk[:, k - 1]
-        knn_threshold = float(np.quantile(own_kth, 1.0 - rate, method="lower"))
-        rules["knn"] = {"k": k, "accept": rate, **_rule_scores(own_kth, ood_kth, knn_threshold)}
+        rule = NoMatchRule.knn(k, _statistics(NoMatchRule("knn", 0.0, k), ownk), rate)
+        own_kth, ood_kth = _statistics(rule, ownk), _statistics(rule, oodk)
+        rules["knn"] = {"k": k, "accept": rate, **_rule_scores(own_kth, ood_kth, rule.threshold)}
         default = "knn"
         rule_text = f"knn: {k}-th best score below the collection's own at {rate:.0%} acceptance"
     chosen = rules[default]
