@@ -9,7 +9,24 @@
 from lookalike.index import Index
 from lookalike.ingest import IngestReport
 from lookalike.search.results import Match, QueryResult
-from lookalike.store.base import ModelMismatchError, StoreError
+from lookalike.store.base import (
+    DamagedIndexError,
+    IndexWriteError,
+    ModelMismatchError,
+    ReadOnlyIndexError,
+    StoreError,
+)
 
 __version__ = "0.1.0"
-__all__ = ["Index", "IngestReport", "Match", "ModelMismatchError", "QueryResult", "StoreError", "__version__"]
+__all__ = [
+    "DamagedIndexError",
+    "Index",
+    "IndexWriteError",
+    "IngestReport",
+    "Match",
+    "ModelMismatchError",
+    "QueryResult",
+    "ReadOnlyIndexError",
+    "StoreError",
+    "__version__",
+]

@@ -64,14 +64,25 @@ class Index:
         model: str | Embedder | None = None,
         create: bool = True,
         index_kind: str | None = None,
+        read_only: bool | None = None,
+        repair: bool = False,
     ) -> Index:
         """Open (or create) the index at ``db``. ``model`` defaults to the one that built it.
 
         ``db`` is a folder (the embedded store), a Milvus Lite ``.db`` file or ``milvus://HOST:PORT/NAME``.
         ``index_kind`` (``auto``, ``flat``, ``hnsw32``, ``ivf4096,sq8`` ...) is remembered by the
-        embedded store; None keeps the recorded one.
+        embedded store; None keeps the recorded one. ``read_only``: None opens a folder that cannot
+        be written (read-only mount, full disk) for reading; False demands a writable index (a
+        :class:`~lookalike.store.base.ReadOnlyIndexError` now rather than at the first write).
+        ``repair``: drop the items whose vectors are lost instead of raising
+        :class:`~lookalike.store.base.DamagedIndexError` (``add`` then embeds those files again).
         """
-        return cls(open_store(db, index_kind=index_kind, create=create), model)
+        store = open_store(db, index_kind=index_kind, create=create, read_only=read_only, repair=repair)
+        try:
+            return cls(store, model)
+        except BaseException:
+            store.close()
+            raise
 
     # -- model ------------------------------------------------------------------------------------
     @property
@@ -88,7 +99,8 @@ class Index:
         identity = self.store.model_identity
         want = model.spec.identity()
         if identity is None:
-            self.store.set_model_identity(want)
+            if not self.store.read_only:  # an empty read-only index has nothing to mismatch
+                self.store.set_model_identity(want)
         elif identity != want:
             self.store.set_model_identity(want)  # raises ModelMismatchError with the differences
 

@@ -27,8 +27,8 @@ def calibrate_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Recompute the collection's calibration now (it is also refreshed by `index` when stale)."""
-    with friendly_errors():
-        index = Index.open(db, create=False)
+    with friendly_errors(db):
+        index = Index.open(db, create=False, read_only=None if show else False)
         if show:
             cal = index.calibration
         else:

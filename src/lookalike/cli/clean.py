@@ -85,8 +85,9 @@ def dups_command(
         _fail(f"unknown --linkage {linkage!r}; choose one of {', '.join(LINKAGES)}")
     if threshold is not None and precision is not None:
         _fail("give --threshold or --precision, not both")
-    with friendly_errors():
-        index = Index.open(db, create=False)
+    with friendly_errors(db):
+        writes = not_dup is not None or quarantine_dir is not None
+        index = Index.open(db, create=False, read_only=False if writes else None)  # fail before moving files
         try:
             if not_dup is not None:
                 _mark_not_dup(index, not_dup, json_output)
@@ -178,8 +179,8 @@ def sweep_command(
     quarantine_dir: QuarantineOption = None,
 ) -> None:
     """Find every indexed image like the examples (dry run), or quarantine them with --quarantine."""
-    with friendly_errors():
-        index = Index.open(db, create=False)
+    with friendly_errors(db):
+        index = Index.open(db, create=False, read_only=False if quarantine_dir is not None else None)
         try:
             try:
                 result = sweep(index, like, unlike or [], threshold)
@@ -223,8 +224,8 @@ def restore_command(
     json_output: JsonOption = False,
 ) -> None:
     """Move quarantined files back (sha256 verified) and re-add them to the index."""
-    with friendly_errors():
-        index = Index.open(db, create=False) if db is not None else None
+    with friendly_errors(db):
+        index = Index.open(db, create=False, read_only=False) if db is not None else None
         try:
             report = restore(manifest, index)
         finally:

@@ -1,4 +1,4 @@
-"""``index``, ``search``, ``info`` and ``demo``: build a collection and query it."""
+"""``index``, ``search``, ``info``, ``repair`` and ``demo``: build a collection, query it, mend it."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
     app.command("index")(index_command)
     app.command("search")(search_command)
     app.command("info")(info_command)
+    app.command("repair")(repair_command)
     app.command("demo")(demo_command)
 
 
@@ -71,13 +72,24 @@ def index_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Add images under PATHS to the index; re-runs only embed new or changed files."""
-    with friendly_errors():
-        index = Index.open(db, model=model, index_kind=index_type)
+    """Add images under PATHS to the index; re-runs only embed new or changed files.
+
+    A damaged vector file is repaired first (see `lookalike repair`): the files that lost their
+    vectors are embedded again by this run.
+    """
+    with friendly_errors(db):
+        index = Index.open(db, model=model, index_kind=index_type, read_only=False, repair=True)
+        repaired = getattr(index.store, "repaired", None)
+        if repaired is not None:
+            err.print(
+                f"[yellow]repaired {db}:[/yellow] dropped {len(repaired.dropped)} items whose vectors were lost "
+                f"from {repaired.vector_file}; this run embeds those under {', '.join(map(str, paths))} again"
+            )
         with BarProgress(enabled=not (quiet or json_output)) as progress:
             report = index.add(paths, progress=progress, workers=workers, ray=ray, rehash=rehash)
         if json_output:
-            print_json({"db": str(db), "count": len(index), **report.to_dict()})
+            extra = {"repaired": repaired.to_dict()} if repaired is not None else {}
+            print_json({"db": str(db), "count": len(index), **report.to_dict(), **extra})
         else:
             _print_report(report, len(index))
         index.close()
@@ -131,7 +143,7 @@ def search_command(
     if not queries and not text:
         err.print("[red]error:[/red] give at least one query image, --id or --text")
         raise typer.Exit(2)
-    with friendly_errors():
+    with friendly_errors(db):
         index = Index.open(db, create=False)
         if no_match_rule not in ("auto", "knn", "fixed"):
             err.print("[red]error:[/red] --no-match-rule must be auto, knn or fixed")
@@ -197,7 +209,7 @@ def info_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Show what an index holds: count, model, dimensions, size on disk, last update."""
-    with friendly_errors():
+    with friendly_errors(db):
         index = Index.open(db, create=False)
         info = index.info()
         index.close()
@@ -216,6 +228,29 @@ def info_command(
     out.print(table)
 
 
+def repair_command(
+    db: DbOption = DEFAULT_DB,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Make a damaged index usable: keep the intact items, drop those whose vectors are lost.
+
+    Run `lookalike index` over the same folders afterwards: it embeds the dropped files again.
+    """
+    with friendly_errors(db):
+        index = Index.open(db, create=False, read_only=False, repair=True)
+        try:
+            report = getattr(index.store, "repaired", None) or index.store.repair()  # a full check if none yet
+            roots = [str(r) for r in index.store.get_meta("roots") or []]  # type: ignore[union-attr]
+        finally:
+            index.close()
+    if json_output:
+        print_json({"db": str(db), **report.to_dict()})
+        return
+    out.print(report.summary())
+    if report.dropped and roots:
+        out.print(f"re-embed them: [bold]lookalike index {' '.join(roots)} --db {db}[/bold]")
+
+
 def demo_command(
     db: Annotated[Path | None, typer.Option("--db", help="Where to build the demo index.")] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=50)] = 4,
@@ -224,8 +259,8 @@ def demo_command(
     from lookalike.demo import demo_images_dir, demo_queries_dir
 
     target = db or Path(os.environ.get("LOOKALIKE_DEMO_DB", "lookalike-demo.db"))
-    with friendly_errors():
-        index = Index.open(target)
+    with friendly_errors(target):
+        index = Index.open(target, read_only=False)
         with BarProgress() as progress:
             report = index.add([demo_images_dir()], progress=progress)
         _print_report(report, len(index))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from lookalike.imaging.discover import Skip
 from lookalike.ingest import Progress as IngestProgress
@@ -31,13 +33,35 @@ def print_json(document: object) -> None:
 
 
 @contextmanager
-def friendly_errors() -> Iterator[None]:
-    """Turn expected failures (wrong model, missing index) into one clear line and exit code 2."""
+def friendly_errors(db: object | None = None) -> Iterator[None]:
+    """Turn failures into one clear line and exit code 2, never a traceback.
+
+    The library raises typed errors (:class:`StoreError` and subclasses: wrong model, missing,
+    read-only, full or damaged index) with messages written for users. A bare ``sqlite3.Error`` or
+    ``OSError`` (disk full, read-only file system, permission denied) that escaped it is printed
+    with the index it concerns (``db``) and the file involved.
+    """
     try:
         yield
     except StoreError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        _fail(str(exc), exc)
+    except sqlite3.Error as exc:
+        _fail(f"{_where(db)}the index database failed: {exc}", exc)
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+        problem = problem[:1].lower() + problem[1:]  # "read-only file system", as the library words it
+        files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
+        _fail(f"{_where(db)}{problem}{f' ({files})' if files else ''}", exc)
+
+
+def _where(db: object | None) -> str:
+    return f"index {db}: " if db is not None else ""
+
+
+def _fail(message: str, exc: BaseException) -> None:
+    # Text, not markup: paths may hold [brackets]; soft_wrap: one line, however long (the terminal wraps it)
+    err.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True, highlight=False)
+    raise typer.Exit(2) from exc
 
 
 class RateColumn(TextColumn):

@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lookalike.cli.common import err, out, print_json
+from lookalike.cli.common import err, friendly_errors, out, print_json
 from lookalike.evaluation.metrics import DEFAULT_KS
 from lookalike.evaluation.retrieval import (
     ADAPTATIONS,
@@ -28,8 +28,9 @@ from lookalike.models.weights import WeightsNotInstalledError
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_command)
-    app.command("models")(models_command)
+    # No index here, but files all the same: a full disk or unreadable folder is one line, not a traceback.
+    app.command("eval")(friendly_errors()(eval_command))
+    app.command("models")(friendly_errors()(models_command))
 
 
 def eval_command(

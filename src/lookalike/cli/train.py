@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lookalike.cli.common import err, out, print_json
+from lookalike.cli.common import err, friendly_errors, out, print_json
 from lookalike.training.common import HEAD_BACKBONE, EpochStats, TrainProgress
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train_command)
+    app.command("train")(friendly_errors()(train_command))  # a full disk: one line, not a traceback
 
 
 class RichTrainProgress(TrainProgress):

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import os
 
-from lookalike.store.base import Store, StoreError
+from lookalike.store.base import (
+    DamagedIndexError,
+    IndexWriteError,
+    ReadOnlyIndexError,
+    RepairReport,
+    Store,
+    StoreError,
+)
 
 
 def _text(db: str | os.PathLike[str]) -> str:
@@ -22,12 +29,20 @@ def is_milvus_uri(db: str | os.PathLike[str]) -> bool:
     return text.endswith(".db") and os.path.isfile(text)  # embedded indexes are folders, never files
 
 
-def open_store(db: str | os.PathLike[str], *, index_kind: str | None = None, create: bool = True) -> Store:
+def open_store(
+    db: str | os.PathLike[str],
+    *,
+    index_kind: str | None = None,
+    create: bool = True,
+    read_only: bool | None = None,
+    repair: bool = False,
+) -> Store:
     """Open the store a ``--db`` value names: a folder (embedded), ``milvus://...`` or a Milvus Lite ``.db``.
 
     An existing ``.db`` *file* is Milvus Lite (embedded indexes are folders). To create a new Milvus
     Lite file, name it ``*.milvus.db`` or write ``milvus-lite:PATH``; a new bare ``x.db`` stays an
-    embedded folder, as before.
+    embedded folder, as before. ``read_only`` and ``repair`` apply to the embedded store (see
+    :class:`~lookalike.store.local.LocalStore`); Milvus manages its own files.
     """
     text = _text(db)
     if is_milvus_uri(text):
@@ -38,7 +53,16 @@ def open_store(db: str | os.PathLike[str], *, index_kind: str | None = None, cre
         return MilvusStore.open(text, create=create)
     from lookalike.store.local import LocalStore
 
-    return LocalStore(text, index_kind=index_kind, create=create)
+    return LocalStore(text, index_kind=index_kind, create=create, read_only=read_only, repair=repair)
 
 
-__all__ = ["Store", "StoreError", "is_milvus_uri", "open_store"]
+__all__ = [
+    "DamagedIndexError",
+    "IndexWriteError",
+    "ReadOnlyIndexError",
+    "RepairReport",
+    "Store",
+    "StoreError",
+    "is_milvus_uri",
+    "open_store",
+]

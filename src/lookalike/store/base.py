@@ -21,6 +21,54 @@ class ModelMismatchError(StoreError):
     """The index was built by another model or preprocessing; its vectors must not be mixed."""
 
 
+class DamagedIndexError(StoreError):
+    """Index files are cut short or overwritten; the message says what is lost and how to recover."""
+
+
+class IndexWriteError(StoreError):
+    """A write the file system refused (disk full, read-only, permissions); nothing of it was committed.
+
+    ``errno`` is the underlying ``errno`` code when one is known (``errno.ENOSPC``, ``errno.EROFS``...).
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class ReadOnlyIndexError(IndexWriteError):
+    """The index is open read-only (its folder cannot be written), so it can be searched but not changed."""
+
+
+@dataclass
+class RepairReport:
+    """What :meth:`Store.repair` found: the items whose vectors were lost are dropped, the rest kept."""
+
+    vector_file: str = ""
+    rows_expected: int = 0  # vector rows the index pointed into
+    rows_intact: int = 0  # rows actually present in the file
+    dropped: list[str] = field(default_factory=list)  # paths of the items dropped (re-embedded by `index`)
+    caches_removed: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "vector_file": self.vector_file,
+            "rows_expected": self.rows_expected,
+            "rows_intact": self.rows_intact,
+            "dropped": self.dropped,
+            "caches_removed": self.caches_removed,
+        }
+
+    def summary(self) -> str:
+        if not self.dropped:
+            return "no damage found: every item has its vector"
+        return (
+            f"dropped {len(self.dropped)} items whose vectors were lost from {self.vector_file} "
+            f"({self.rows_intact} of {self.rows_expected} rows intact); `lookalike index` over the same "
+            "folders embeds those files again"
+        )
+
+
 @dataclass(frozen=True)
 class ItemRecord:
     """What the store knows about one indexed file."""
@@ -86,6 +134,10 @@ class Store(ABC):
         if records and (dim is None or vectors.shape[1] != dim):
             raise StoreError(f"vectors are {vectors.shape[1]}-d, the index holds {dim}-d vectors")
         return vectors
+
+    #: True when the store can be read but not written (e.g. a read-only folder); writes then raise
+    #: :class:`ReadOnlyIndexError`.
+    read_only: bool = False
 
     @property
     @abstractmethod
@@ -182,6 +234,10 @@ class Store(ABC):
     def compact(self, min_dead_fraction: float = 0.3) -> bool:
         """Reclaim space from removed items, if the store needs it."""
         return False
+
+    def repair(self) -> RepairReport:
+        """Drop items whose vectors are lost, keeping the rest (stores that keep their own files)."""
+        raise StoreError(f"{type(self).__name__} cannot be repaired by lookalike; use the backend's own tools")
 
     @abstractmethod
     def search(self, queries: np.ndarray, k: int, exclude: Sequence[int] = ()) -> list[list[Hit]]:

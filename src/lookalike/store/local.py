@@ -6,22 +6,51 @@ moves ``n_slots`` forward. A process killed at any moment leaves either the old 
 state; rows past ``n_slots`` are garbage and are cut off by the next writer. ``BEGIN IMMEDIATE``
 serialises writers across processes. Deleted or replaced items leave dead rows, which
 :meth:`LocalStore.compact` rewrites away (new file, fsync, commit, then unlink the old one).
+
+Failure modes are met at open, not halfway through a command:
+
+* A folder that cannot be written (read-only mount, ``chattr +i``, no permission) or that has no
+  room to open the WAL (disk full) opens **read-only**: SQLite's ``mode=ro`` where that works, else
+  ``immutable=1``; no schema is written, ANN indexes are built in memory instead of cached. Every
+  write then raises :class:`ReadOnlyIndexError` naming the reason. ``read_only=False`` asks for a
+  writable index and raises at open instead (``lookalike index`` does).
+* A write the file system refuses midway (``ENOSPC``) rolls back and raises
+  :class:`IndexWriteError`: the index keeps its last committed state (rows it appended are cut at
+  once, or by the next writer if SQLite's commit was what failed). ANN caches that cannot be saved
+  are used from memory; a compaction without room waits for a later run.
+* A vector file shorter than ``n_slots`` rows is :class:`DamagedIndexError` at open; ``repair=True``
+  (``lookalike index``, ``lookalike repair``) runs :meth:`LocalStore.repair`, which drops exactly the
+  items whose rows are lost so the next ``index`` run embeds those files again.
+* An ``items.sqlite`` of 0 bytes is a new index only in an otherwise empty folder (a creation that
+  was killed); beside other index files, or when it is not SQLite at all, it is damage.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 
-from lookalike.store.base import Hit, ItemRecord, ModelMismatchError, Store, StoreError, VectorRows
+from lookalike.store.base import (
+    DamagedIndexError,
+    Hit,
+    IndexWriteError,
+    ItemRecord,
+    ModelMismatchError,
+    ReadOnlyIndexError,
+    RepairReport,
+    Store,
+    StoreError,
+    VectorRows,
+)
 from lookalike.store.vector_index import (
     AUTO_EXACT_FLOATS,
     AnnIndex,
@@ -30,14 +59,27 @@ from lookalike.store.vector_index import (
     IndexSpecError,
     VectorIndex,
     auto_spec,
+    cache_name,
     parse_cache_name,
     parse_spec,
+    probe_file,
     remove_cache,
     slug_of,
 )
 
 FORMAT_VERSION = 1
 DB_FILE = "items.sqlite"
+_DB_FILES = (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm")  # the database and SQLite's side files
+NO_SPACE = "no space left on device"
+_LOW_SPACE_BYTES = 1 << 20  # below this, an I/O error while writing is taken for a full disk
+_ERRNO_PROBLEMS = {
+    errno.ENOSPC: NO_SPACE,
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+_DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
 INDEX_KINDS = ("auto", "flat", "hnsw32", "ivf4096,sq8", "ivf16384,pq64", "pca256,ivf1024,sq8")  # examples
 
 _SCHEMA = """
@@ -82,21 +124,33 @@ def _record(row: tuple) -> ItemRecord:
 
 
 class LocalStore(Store):
-    """Items and vectors in one folder. Thread-safe; several processes may read, one writes at a time."""
+    """Items and vectors in one folder. Thread-safe; several processes may read, one writes at a time.
 
-    def __init__(self, folder: str | os.PathLike[str], *, index_kind: str | None = None, create: bool = True) -> None:
+    ``read_only``: None (default) opens read-only only when the folder cannot be written; True
+    always; False requires a writable index (:class:`ReadOnlyIndexError` at open otherwise).
+    ``repair``: repair a damaged vector file at open instead of raising :class:`DamagedIndexError`.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        index_kind: str | None = None,
+        create: bool = True,
+        read_only: bool | None = None,
+        repair: bool = False,
+    ) -> None:
         if index_kind is not None:
             try:
                 index_kind = parse_spec(index_kind).text  # dimension checks wait until the dim is known
             except IndexSpecError as exc:
                 raise StoreError(str(exc)) from exc
         self.folder = Path(folder)
-        if not (self.folder / DB_FILE).exists():
-            if not create:
-                raise StoreError(f"no lookalike index at {self.folder} (create one with `lookalike index`)")
-            if self.folder.exists() and any(self.folder.iterdir()):
-                raise StoreError(f"{self.folder} exists and is not a lookalike index; choose an empty folder")
-            self.folder.mkdir(parents=True, exist_ok=True)
+        #: Why this handle cannot write ("read-only file system", "no space left on device"...), or None.
+        self.read_only_reason: str | None = "opened read-only" if read_only else None
+        #: What :meth:`repair` did when ``repair=True`` found damage at open, else None.
+        self.repaired: RepairReport | None = None
+        new = self._check_folder(create, read_only)
         self._lock = threading.RLock()
         self._build_lock = threading.Lock()
         self._bg: threading.Thread | None = None
@@ -106,12 +160,112 @@ class LocalStore(Store):
         self._loaded_generation = -1
         self._id_to_slot: np.ndarray | None = None  # inverse of _slot_to_id, built on first use
         self._pending: list[tuple[str, object]] = []  # in-memory changes of the transaction in flight
-        self._db = sqlite3.connect(self.folder / DB_FILE, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(_SCHEMA)  # idempotent
+        self._tables: set[str] = set()
+        self._search: VectorIndex | None = None
+        self._matrix = np.zeros((0, 1), dtype=np.float32)
+        try:
+            self._db = self._connect(new, read_only)
+        except sqlite3.DatabaseError as exc:
+            raise self._open_error(exc) from exc
+        try:
+            self._open(index_kind)
+            try:
+                self._refresh()
+            except DamagedIndexError:
+                if not repair:
+                    raise
+                self.repaired = self.repair()
+        except BaseException as exc:
+            self.close()  # never leave a handle on the files (a read-only mount could not be unmounted)
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self._open_error(exc) from exc
+            raise
+
+    def _check_folder(self, create: bool, read_only: bool | None) -> bool:
+        """Refuse what is not an index; True when the index is new (to be created)."""
+        db_path = self.folder / DB_FILE
+        wal = self.folder / _DB_FILES[1]
+        if db_path.exists() and db_path.stat().st_size == 0 and not (wal.exists() and wal.stat().st_size):
+            others = sorted(p.name for p in self.folder.iterdir() if p.name not in _DB_FILES)
+            if others:  # a creation killed early leaves the folder empty; anything beside it is an index's
+                listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+                raise DamagedIndexError(
+                    f"{db_path} is empty (0 bytes) but {self.folder} holds index files ({listed}): the list of "
+                    "items is lost and the vectors cannot be used without it. Move the folder aside and run "
+                    "`lookalike index` into a new --db"
+                )
+            new = True
+        else:
+            new = not db_path.exists()
+        if not new:
+            return False
+        if not create:
+            raise StoreError(f"no lookalike index at {self.folder} (create one with `lookalike index`)")
+        if not db_path.exists() and self.folder.exists() and any(self.folder.iterdir()):
+            raise StoreError(f"{self.folder} exists and is not a lookalike index; choose an empty folder")
+        if read_only:
+            raise StoreError(f"no lookalike index at {self.folder} to open read-only")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._write_error(exc, f"cannot create an index at {self.folder}") from exc
+        reason = _not_writable(self.folder)
+        if reason is not None:
+            raise ReadOnlyIndexError(f"{reason}: cannot create an index at {self.folder}", errno.EROFS)
+        return True
+
+    def _connect(self, new: bool, read_only: bool | None) -> sqlite3.Connection:
+        """A read-write WAL connection when the folder allows one, else a read-only one."""
+        db_path = self.folder / DB_FILE
+        if not read_only:
+            reason = _not_writable(self.folder)
+            if reason is None:
+                db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")  # needs room for the -wal and -shm files
+                    db.execute("PRAGMA synchronous=NORMAL")
+                    db.execute("PRAGMA busy_timeout=30000")
+                    return db
+                except sqlite3.OperationalError as exc:
+                    db.close()
+                    if new:
+                        raise self._write_error(exc, f"cannot create an index at {self.folder}") from exc
+                    if _sqlite_name(exc) in _DAMAGED or _sqlite_name(exc) == "SQLITE_BUSY":
+                        raise
+                    reason = _problem(exc, self.folder)
+            self.read_only_reason = reason
+            if read_only is False:
+                raise ReadOnlyIndexError(self._read_only_message(), _problem_errno(reason))
+        return self._connect_read_only(db_path)
+
+    def _connect_read_only(self, db_path: Path) -> sqlite3.Connection:
+        """``mode=ro`` (sees other writers; needs the -shm file), else ``immutable=1`` (a snapshot)."""
+        uri = db_path.absolute().as_uri()
+        try:
+            return _probe(sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, isolation_level=None))
+        except sqlite3.OperationalError as exc:
+            if _sqlite_name(exc) in _DAMAGED:
+                raise
+        wal = self.folder / _DB_FILES[1]
+        if wal.exists() and wal.stat().st_size:
+            # immutable=1 would ignore committed changes still in the WAL (and maybe a newer vector file).
+            raise StoreError(
+                f"cannot open {self.folder} read-only ({self.read_only_reason}): {wal.name} holds committed "
+                "changes that SQLite can only read where the folder is writable; open it once there "
+                "(e.g. `lookalike info`) to fold them into the database"
+            )
+        return _probe(sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False, isolation_level=None))
+
+    def _open(self, index_kind: str | None) -> None:
+        """Read (and for a new index, write) the metadata; a read-only handle writes nothing."""
+        if not self.read_only:
+            self._db.executescript(_SCHEMA)  # idempotent
+        self._tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"meta", "items"} <= self._tables:
+            raise DamagedIndexError(f"{self.folder / DB_FILE} holds no lookalike index (no items or meta table)")
         if self._meta("format_version") is None:  # a new index; opening an existing one writes nothing
+            if self.read_only:
+                raise StoreError(f"{self.folder} is an empty lookalike index that cannot be written")
             with self._write_txn():
                 if self._meta("format_version") is None:
                     self._set_meta("format_version", FORMAT_VERSION)
@@ -123,14 +277,41 @@ class LocalStore(Store):
         if version != FORMAT_VERSION:
             raise StoreError(f"index format {version} is not supported by this lookalike (needs {FORMAT_VERSION})")
         recorded = self._meta("index_kind")
-        if index_kind is not None and index_kind != recorded:
+        if index_kind is not None and index_kind != recorded and not self.read_only:
             with self._write_txn():
                 self._set_meta("index_kind", index_kind)  # later opens (search, web) use the same kind
         #: The user's index spec (``auto`` or a factory string), remembered in the index.
         self.index_kind: str = index_kind or str(recorded or "auto")
         self._check_kind(self._meta("dim"))
-        self._search: VectorIndex | None = None
-        self._refresh()
+
+    @property
+    def read_only(self) -> bool:  # type: ignore[override]
+        return self.read_only_reason is not None
+
+    def _read_only_message(self) -> str:
+        hint = " (free some space and run it again)" if self.read_only_reason == NO_SPACE else ""
+        return (
+            f"the index at {self.folder} is read-only ({self.read_only_reason}): it can be searched "
+            f"but not changed{hint}"
+        )
+
+    def _write_error(self, exc: BaseException, what: str = "") -> IndexWriteError:
+        """A typed, one-line error for a write the file system or SQLite refused."""
+        problem = _problem(exc, self.folder)
+        code = exc.errno if isinstance(exc, OSError) else _problem_errno(problem)
+        what = what or f"cannot write to the index at {self.folder}; it keeps its last committed state"
+        hint = " (free some space and run it again)" if problem == NO_SPACE else ""
+        cls = ReadOnlyIndexError if code in (errno.EROFS, errno.EACCES, errno.EPERM) else IndexWriteError
+        return cls(f"{problem}: {what}{hint}", code)
+
+    def _open_error(self, exc: sqlite3.DatabaseError) -> StoreError:
+        db_path = self.folder / DB_FILE
+        if _sqlite_name(exc) in _DAMAGED:
+            return DamagedIndexError(
+                f"{db_path} is not a lookalike index database ({exc}): it is damaged or was overwritten. "
+                "Restore it from a backup, or move the folder aside and run `lookalike index` into a new --db"
+            )
+        return StoreError(f"cannot open the index at {self.folder}: {_problem(exc, self.folder)}")
 
     # -- metadata -------------------------------------------------------------------------------
     def _meta(self, key: str) -> object:
@@ -171,24 +352,34 @@ class LocalStore(Store):
 
         Yields whether our in-memory state was current when the lock was taken; if so, and the caller
         updates that state itself, the store stays in sync without reloading every slot.
+        A write the file system refuses (disk full, read-only) is rolled back and raised as
+        :class:`IndexWriteError`; a read-only handle raises :class:`ReadOnlyIndexError` before starting.
         """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if self.read_only:
+                raise ReadOnlyIndexError(self._read_only_message(), _problem_errno(self.read_only_reason))
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise self._write_error(exc) from exc
             try:
                 generation = int(self._meta("generation") or 0)
                 in_sync = generation == self._loaded_generation
                 yield in_sync
-            except BaseException:
-                self._pending.clear()
-                self._db.execute("ROLLBACK")
-                raise
-            else:
                 self._set_meta("generation", generation + 1)
                 self._set_meta("updated_at", time.time())
                 self._db.execute("COMMIT")
-                if in_sync and self._apply_pending():
-                    self._loaded_generation = generation + 1
+            except BaseException as exc:
                 self._pending.clear()
+                if self._db.in_transaction:  # SQLite may have rolled back by itself (SQLITE_FULL, IOERR)
+                    with suppress(sqlite3.Error):  # gone either way; the file keeps the last commit
+                        self._db.execute("ROLLBACK")
+                if isinstance(exc, OSError | sqlite3.OperationalError):
+                    raise self._write_error(exc) from exc
+                raise
+            if in_sync and self._apply_pending():
+                self._loaded_generation = generation + 1
+            self._pending.clear()
 
     # -- vectors ----------------------------------------------------------------------------------
     @property
@@ -210,6 +401,13 @@ class LocalStore(Store):
             if dim is None or n_slots == 0:
                 self._matrix = np.zeros((0, int(dim or 1)), dtype=np.float32)
             else:
+                try:
+                    self._check_vector_file(n_slots, int(dim))
+                except DamagedIndexError:
+                    if int(self._meta("generation") or 0) != generation:  # a compaction swapped files meanwhile
+                        self._refresh()
+                        return
+                    raise
                 self._matrix = np.memmap(self._vector_path(), dtype=np.float32, mode="r", shape=(n_slots, int(dim)))
             self._slot_to_id = np.full(n_slots, -1, dtype=np.int64)
             rows = self._db.execute("SELECT id, slot FROM items").fetchall()
@@ -220,6 +418,27 @@ class LocalStore(Store):
             self._id_to_slot = None
             self._loaded_generation = generation
             self._search = None  # rebuilt on the next search
+
+    def _intact_rows(self, n_slots: int, dim: int) -> int:
+        """How many of the ``n_slots`` committed rows the vector file really holds."""
+        try:
+            size = self._vector_path().stat().st_size
+        except FileNotFoundError:
+            size = 0
+        return min(n_slots, size // (dim * 4))
+
+    def _check_vector_file(self, n_slots: int, dim: int) -> None:
+        """A vector file shorter than the committed rows (cut by a copy, a restore, the file system)."""
+        intact = self._intact_rows(n_slots, dim)
+        if intact == n_slots:
+            return
+        lost = int(self._db.execute("SELECT COUNT(*) FROM items WHERE slot >= ?", (intact,)).fetchone()[0])
+        raise DamagedIndexError(
+            f"{self._vector_path()} is damaged: it holds {intact} of the {n_slots} vector rows this index needs "
+            f"({n_slots - intact} missing, {lost} items without a vector). Run `lookalike repair --db {self.folder}` "
+            "to drop those items and keep the rest; `lookalike index` over the same folders then embeds them "
+            "again (it also repairs by itself)"
+        )
 
     def _apply_pending(self) -> bool:
         """Apply our own committed changes to the in-memory slot table; False if a reload is needed."""
@@ -284,7 +503,7 @@ class LocalStore(Store):
             self._search = FlatIndex(self._matrix, self._live)  # exact: fast enough, or too few to train
             return
         ann = self._ann
-        if ann is None or ann.path is None or ann.covered > n_slots or self._ann_tag != self._vector_tag():
+        if ann is None or ann.covered > n_slots or self._ann_tag != self._vector_tag():
             ann = self._load_ann(n_slots, dim)
         if ann is None:
             ann = self._build_ann(want, n_slots)  # first time: build now (later rebuilds run in background)
@@ -329,24 +548,48 @@ class LocalStore(Store):
         return None
 
     def _build_ann(self, spec: IndexSpec, n_slots: int, base: AnnIndex | None = None) -> AnnIndex:
-        """Train (or extend ``base``), save atomically, and reopen memory-mapped."""
+        """Train (or extend ``base``), save atomically, and reopen memory-mapped.
+
+        The file is a cache: where it cannot be written (read-only folder, full disk) the index is
+        used from memory, and a later writable open saves it.
+        """
         tag = self._vector_tag()
         if base is not None and base.path is not None:
             ann = AnnIndex.load(base.spec, base.path, mmap=False)  # a private, writable copy
             ann.extend(self._matrix, n_slots)
         else:
             ann = AnnIndex.build(spec, self._matrix, self._live.copy(), n_slots)
-        path = ann.save(self.folder, slug_of(self.index_kind), tag)
+        return self._save_ann(ann, tag)
+
+    def _save_ann(self, ann: AnnIndex, tag: str) -> AnnIndex:
+        """Save ``ann`` as the cache and reopen it memory-mapped, or keep it in memory where that fails."""
+        self._ann_tag = tag
+        if self.read_only:
+            return ann
+        try:
+            path = ann.save(self.folder, slug_of(self.index_kind), tag)
+        except (OSError, RuntimeError):  # faiss reports a failed write as RuntimeError
+            self._remove_cache_temps(ann, tag)
+            ann.path = None
+            return ann
         for old in self._ann_files():
             if old != path:
                 remove_cache(old)
-        self._ann_tag = tag
         return AnnIndex.load(ann.spec, path)
+
+    def _remove_cache_temps(self, ann: AnnIndex, tag: str) -> None:
+        """Best effort: the temp files of a cache save that failed (they only take space)."""
+        target = self.folder / cache_name(slug_of(self.index_kind), tag, ann.trained, ann.covered)
+        for written in (target, probe_file(target)):
+            with suppress(OSError):
+                written.with_name(f".{written.name}.tmp").unlink(missing_ok=True)
 
     def _start_background_build(self) -> None:
         """Retrain or merge the tail in a thread; searches keep using the current index meanwhile."""
         if self._bg is not None and self._bg.is_alive():
             return
+        if self.read_only or (self._ann is not None and self._ann.path is None):
+            return  # nowhere to save the result: the tail stays an exact scan until a writable open
 
         def job(matrix: np.ndarray, live: np.ndarray, tag: str) -> None:
             try:
@@ -392,6 +635,8 @@ class LocalStore(Store):
 
     def save_search_index(self) -> None:
         """Make the ANN cache cover what was added (a cache: losing it only costs a rebuild)."""
+        if self.read_only:
+            return  # nowhere to save it; searches use the in-memory index
         self.wait_for_index()
         with self._lock:
             search = self._ensure_search()
@@ -405,6 +650,9 @@ class LocalStore(Store):
             elif search.tail > self._tail_limit(search.covered, dim) // 4:
                 self._ann = self._build_ann(search.spec, len(self._live), base=search)
                 self._search = None
+            elif search.path is None:  # built while the cache could not be written: try again now
+                self._ann = self._save_ann(search, self._vector_tag())
+                self._search = None
 
     def _append_vectors(self, vectors: np.ndarray) -> int:
         """Write rows after the committed slots (inside the write transaction); return the first slot."""
@@ -415,9 +663,14 @@ class LocalStore(Store):
         with open(path, "ab" if path.exists() else "wb") as handle:
             handle.truncate(n_slots * row_bytes)  # cut rows a killed writer left uncommitted
             handle.seek(n_slots * row_bytes)
-            handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
-            handle.flush()
-            os.fsync(handle.fileno())
+            try:
+                handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError:
+                with suppress(OSError):  # uncommitted rows are garbage (else the next writer cuts them)
+                    handle.truncate(n_slots * row_bytes)  # cutting them now gives the space back
+                raise
         return n_slots
 
     # -- Store interface --------------------------------------------------------------------------
@@ -503,6 +756,8 @@ class LocalStore(Store):
 
     def known_skips(self) -> dict[str, tuple[int, int, str, str]]:
         """path -> (size, mtime_ns, reason, detail) of files that failed before (not re-decoded if unchanged)."""
+        if "skipped" not in self._tables:
+            return {}  # an index from before this table, opened read-only (nothing created)
         with self._lock:
             rows = self._db.execute("SELECT path, size, mtime_ns, reason, detail FROM skipped").fetchall()
         return {path: (int(size), int(mtime), reason, detail or "") for path, size, mtime, reason, detail in rows}
@@ -523,6 +778,8 @@ class LocalStore(Store):
             return self._db.total_changes - before
 
     def not_duplicates(self) -> set[tuple[str, str]]:
+        if "not_duplicates" not in self._tables:
+            return set()  # an index from before this table, opened read-only (nothing created)
         with self._lock:
             return {(a, b) for a, b in self._db.execute("SELECT a, b FROM not_duplicates").fetchall()}
 
@@ -601,24 +858,26 @@ class LocalStore(Store):
                 return False
             old_path = self._vector_path()
             new_name = f"vectors-{int(self._meta('generation') or 0) + 1}.f32"
-            with self._write_txn():
-                rows = self._db.execute("SELECT id, slot FROM items ORDER BY slot").fetchall()
-                old = np.memmap(old_path, dtype=np.float32, mode="r", shape=self._matrix.shape)
-                tmp = self.folder / f".{new_name}.tmp"
-                with open(tmp, "wb") as handle:
-                    for start in range(0, len(rows), 65536):
-                        chunk = [slot for _, slot in rows[start : start + 65536]]
-                        handle.write(np.ascontiguousarray(old[chunk], dtype="<f4").tobytes())
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, self.folder / new_name)
-                self._db.execute("UPDATE items SET slot = -slot - 1")  # dodge the UNIQUE(slot) constraint
-                self._db.executemany(
-                    "UPDATE items SET slot = ? WHERE id = ?", [(new, i) for new, (i, _) in enumerate(rows)]
-                )
-                self._set_meta("vector_file", new_name)
-                self._set_meta("n_slots", len(rows))
-                self._pending.append(("reload", None))
+            tmp = self.folder / f".{new_name}.tmp"
+            try:
+                with self._write_txn():
+                    rows = self._db.execute("SELECT id, slot FROM items ORDER BY slot").fetchall()
+                    old = np.memmap(old_path, dtype=np.float32, mode="r", shape=self._matrix.shape)
+                    self._write_rows(tmp, old, [slot for _, slot in rows])
+                    os.replace(tmp, self.folder / new_name)
+                    self._db.execute("UPDATE items SET slot = -slot - 1")  # dodge the UNIQUE(slot) constraint
+                    self._db.executemany(
+                        "UPDATE items SET slot = ? WHERE id = ?", [(new, i) for new, (i, _) in enumerate(rows)]
+                    )
+                    self._set_meta("vector_file", new_name)
+                    self._set_meta("n_slots", len(rows))
+                    self._pending.append(("reload", None))
+            except IndexWriteError as exc:
+                if new_name != self._meta("vector_file"):  # never committed: only takes space
+                    (self.folder / new_name).unlink(missing_ok=True)
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                return False  # no room for the rewritten file: the dead rows wait for a later run
             del old
             self._ann = None
             for stale in [*self.folder.glob("hnsw-*.faiss"), *self.folder.glob("ann-*.faiss")]:
@@ -626,6 +885,75 @@ class LocalStore(Store):
             self._remove_orphans()
             self._refresh()
             return True
+
+    @staticmethod
+    def _write_rows(target: Path, source: np.ndarray, slots: list[int]) -> None:
+        """Copy rows to a new file and fsync it; a failed copy leaves no partial file behind."""
+        try:
+            with open(target, "wb") as handle:
+                for start in range(0, len(slots), 65536):
+                    handle.write(np.ascontiguousarray(source[slots[start : start + 65536]], dtype="<f4").tobytes())
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError:
+            target.unlink(missing_ok=True)
+            raise
+
+    def repair(self) -> RepairReport:
+        """Drop the items whose vectors are lost and keep every intact one.
+
+        Lost means past the end of a vector file that was cut short, or a row that is all zeros or
+        not finite (a hole; a real embedding is a unit vector). The dropped items leave the index as
+        if never added, so the next ``index`` run over their folders embeds those files again (they
+        count as "added"). The damage is counted before anything changes; ANN caches that cover lost
+        rows are deleted *before* the commit: once new rows reuse those slots, a stale cache would
+        map them to the old vectors. ``n_slots`` moves back to the intact rows, so the next append
+        cuts any partial row.
+        """
+        with self._lock:
+            if self.read_only:
+                raise ReadOnlyIndexError(self._read_only_message(), _problem_errno(self.read_only_reason))
+            n_slots = int(self._meta("n_slots") or 0)
+            dim = self._meta("dim")
+            report = RepairReport(self._vector_path().name, n_slots, n_slots)
+            if dim is None or n_slots == 0:
+                return report
+            dim = int(dim)  # type: ignore[call-overload]
+            intact = report.rows_intact = self._intact_rows(n_slots, dim)
+            slots = np.asarray(
+                [s for (s,) in self._db.execute("SELECT slot FROM items WHERE slot < ? ORDER BY slot", (intact,))],
+                dtype=np.int64,
+            )
+            holes: list[int] = []
+            if len(slots):
+                matrix = np.memmap(self._vector_path(), dtype=np.float32, mode="r", shape=(intact, dim))
+                for start in range(0, len(slots), 65536):
+                    chunk = slots[start : start + 65536]
+                    rows = np.asarray(matrix[chunk])
+                    bad = ~np.isfinite(rows).all(axis=1) | ~rows.any(axis=1)
+                    holes.extend(int(s) for s in chunk[bad])
+                del matrix
+            if intact == n_slots and not holes:
+                return report
+            for cache in self.folder.glob("ann-*.faiss"):
+                try:
+                    covered = parse_cache_name(cache.name)[3]
+                except ValueError:
+                    covered = n_slots
+                if covered > intact:  # holes are harmless there: their slots turn dead, never reused
+                    remove_cache(cache)
+                    report.caches_removed += 1
+            with self._write_txn():
+                gone = self._db.execute("DELETE FROM items WHERE slot >= ? RETURNING path", (intact,)).fetchall()
+                for slot in holes:
+                    gone += self._db.execute("DELETE FROM items WHERE slot = ? RETURNING path", (slot,)).fetchall()
+                self._set_meta("n_slots", intact)
+                self._pending.append(("reload", None))
+            report.dropped = sorted(path for (path,) in gone)
+            self._ann = None
+            self._search = None
+            self._refresh()
+            return report
 
     def _remove_orphans(self) -> None:
         current = str(self._meta("vector_file"))
@@ -654,6 +982,7 @@ class LocalStore(Store):
                 "dimensions": self._meta("dim"),
                 "index": search.kind,
                 "index_spec": self.index_kind,
+                "access": f"read-only ({self.read_only_reason})" if self.read_only else "read-write",
                 **({"index_nprobe": search.nprobe} if isinstance(search, AnnIndex) and search.nprobe else {}),
                 "size_bytes": self.disk_bytes(),
                 "created_at": self._meta("created_at"),
@@ -662,8 +991,77 @@ class LocalStore(Store):
             }
 
     def close(self) -> None:
+        """Close the database and drop the memory maps (so a read-only mount can be unmounted)."""
         with self._lock:
-            self._db.close()
+            db = getattr(self, "_db", None)
+            if db is not None:
+                db.close()
+            self._matrix = np.zeros((0, 1), dtype=np.float32)
+            self._ann = None
+            self._search = None
+
+
+def _sqlite_name(exc: BaseException) -> str:
+    return str(getattr(exc, "sqlite_errorname", "") or "")
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _problem(exc: BaseException, folder: Path) -> str:
+    """A few words for why the file system or SQLite refused: "no space left on device", ..."""
+    if isinstance(exc, OSError):
+        return _ERRNO_PROBLEMS.get(exc.errno or 0, exc.strerror or str(exc))
+    name = _sqlite_name(exc)
+    free = _free_bytes(folder)
+    if name == "SQLITE_FULL" or (
+        name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")) and free is not None and free < _LOW_SPACE_BYTES
+    ):
+        return NO_SPACE
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+        return _not_writable(folder) or str(exc)
+    if name == "SQLITE_BUSY":
+        return "the index is busy: another process holds its write lock"
+    return str(exc)
+
+
+def _problem_errno(problem: str | None) -> int | None:
+    for code, words in _ERRNO_PROBLEMS.items():
+        if problem == words:
+            return code
+    return errno.EROFS if problem is not None and "not writable" in problem else None
+
+
+def _not_writable(folder: Path) -> str | None:
+    """Why the index folder or its files cannot be written, or None.
+
+    ``os.access`` sees read-only mounts and immutable files even for root (who ignores mode bits).
+    """
+    paths = [folder, *(p for p in (folder / name for name in _DB_FILES) if p.exists()), *folder.glob("vectors-*.f32")]
+    if all(os.access(p, os.W_OK) for p in paths):
+        return None
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except OSError:
+        pass
+    return "its folder or files are not writable: permissions or an immutable attribute"
+
+
+def _probe(db: sqlite3.Connection) -> sqlite3.Connection:
+    """The connection, once SQLite has really opened the file (it opens lazily)."""
+    try:
+        db.execute("PRAGMA busy_timeout=30000")
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def _mismatch_message(have: dict[str, object], want: dict[str, object]) -> str:
