@@ -129,31 +129,14 @@ class Index:
         """
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
-        if ray is not None:
+        options = {"progress": progress, "workers": workers, "max_pixels": max_pixels}
+        options |= {"remove_missing": remove_missing, "rehash": rehash}
+        if ray is None:
+            report = ingest(self.store, self.model, list(paths), **options)  # type: ignore[arg-type]
+        else:  # the same run, distributed: Ray actors embed, this process plans and commits
             from lookalike.distributed.ray_ingest import ingest_ray
 
-            report = ingest_ray(
-                self.store,
-                self.model,
-                list(paths),
-                address=ray,
-                workers=workers,
-                progress=progress,
-                max_pixels=max_pixels,
-                remove_missing=remove_missing,
-                rehash=rehash,
-            )
-        else:
-            report = ingest(
-                self.store,
-                self.model,
-                list(paths),
-                progress=progress,
-                workers=workers,
-                max_pixels=max_pixels,
-                remove_missing=remove_missing,
-                rehash=rehash,
-            )
+            report = ingest_ray(self.store, self.model, list(paths), address=ray, **options)  # type: ignore[arg-type]
         if calibrate or (calibrate is None and self.calibration_stale()):
             self.calibrate()
         return report
