@@ -214,6 +214,22 @@ def test_item_metadata_and_404(client: TestClient) -> None:
     assert client.get("/api/items/not-a-number").status_code == 422
 
 
+@pytest.mark.parametrize("item_id", [2**63, 99999999999999999999999, -(2**63) - 1, -1])
+def test_ids_outside_the_64_bit_range_are_404(client: TestClient, item_id: int) -> None:
+    for path in ("", "/similar", "/thumbnail", "/image"):
+        assert client.get(f"/api/items/{item_id}{path}").status_code == 404, path
+    assert client.get(f"/items/{item_id}").status_code == 404
+    assert client.post("/api/review/sweep", data={"like": str(item_id)}).status_code == 404
+
+
+def test_deleting_an_id_outside_the_64_bit_range_is_404(tmp_path: Path, collection) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with TestClient(create_app(collection["db"], token=TOKEN, upload_dir=tmp_path)) as c:
+        assert c.delete(f"/api/items/{2**63}", headers=auth).status_code == 404
+        assert c.delete("/api/items/-3", headers=auth).status_code == 404
+        assert c.get("/api/health").json()["items"] == 11
+
+
 def test_items_paging(client: TestClient) -> None:
     first = client.get("/api/items", params={"offset": 0, "limit": 4}).json()
     rest = client.get("/api/items", params={"offset": 4, "limit": 100}).json()

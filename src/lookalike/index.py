@@ -28,6 +28,15 @@ from lookalike.store.base import Hit, ItemRecord, ModelMismatchError, Store
 
 QueryInput = str | os.PathLike[str] | Image.Image | bytes | int
 
+#: Ids are SQLite INTEGERs (int64 in FAISS and Milvus too): a number outside 0..MAX_ITEM_ID names no
+#: item, and passing it down would raise OverflowError (a 500 from the server, a traceback from the CLI).
+MAX_ITEM_ID = 2**63 - 1
+
+
+def is_item_id(value: int) -> bool:
+    """Whether ``value`` could be an item id at all (not whether such an item exists)."""
+    return 0 <= value <= MAX_ITEM_ID
+
 
 class Index:
     """A searchable collection of images, stored in a folder (``db``)."""
@@ -164,14 +173,14 @@ class Index:
 
     def remove(self, ids: Sequence[int]) -> int:
         """Drop items from the index (the files are left alone)."""
-        return self.store.remove(ids)
+        return self.store.remove([i for i in ids if is_item_id(i)])
 
     # -- reading ----------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.store)
 
     def item(self, item_id: int) -> ItemRecord | None:
-        return self.store.get(item_id)
+        return self.store.get(item_id) if is_item_id(item_id) else None
 
     def embed(self, images: Sequence[QueryInput]) -> np.ndarray:
         """Vectors for query images (paths, bytes or PIL images) with this index's model."""
@@ -348,7 +357,7 @@ class Index:
         if isinstance(query, bool):
             return None
         if isinstance(query, int):
-            return self.store.get(query)
+            return self.item(query)
         if isinstance(query, str | os.PathLike):
             path = os.path.abspath(os.fspath(query))
             rec = self.store.get_by_path(path)

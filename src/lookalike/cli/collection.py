@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from lookalike.cli.common import BarProgress, err, friendly_errors, out, print_json
-from lookalike.index import Index
+from lookalike.index import Index, is_item_id
 from lookalike.ingest import IngestReport
 from lookalike.search.results import QueryResult
 
@@ -142,6 +142,10 @@ def search_command(
     queries: list[str | int] = [*(images or []), *(item_id or [])]
     if not queries and not text:
         err.print("[red]error:[/red] give at least one query image, --id or --text")
+        raise typer.Exit(2)
+    bad_id = next((i for i in item_id or [] if not is_item_id(i)), None)
+    if bad_id is not None:  # checked here: the store would overflow on it (a traceback, not "no such item")
+        err.print(f"[red]error:[/red] --id {bad_id} is not an item id (ids run from 0 to 2^63-1)", soft_wrap=True)
         raise typer.Exit(2)
     with friendly_errors(db):
         index = Index.open(db, create=False)

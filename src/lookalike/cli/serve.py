@@ -41,12 +41,25 @@ def serve_command(
             "quarantines; needs --token-file. Undo with `lookalike restore MANIFEST`."
         ),
     ] = None,
+    header_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a client has to send a request's headers, then it is dropped.")
+    ] = 10.0,  # lookalike.web.server's defaults (not imported here: it loads uvicorn)
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds an upload may stall (no bytes) before it is dropped.")
+    ] = 30.0,
+    timeout_keep_alive: Annotated[
+        int, typer.Option(min=1, help="Seconds an idle kept-alive connection stays open after a response.")
+    ] = 5,
+    limit_concurrency: Annotated[
+        int, typer.Option(min=1, help="Open connections (or running requests) beyond which requests get 503.")
+    ] = 512,
 ) -> None:
     """Serve the search page and the JSON API (docs at /docs)."""
     import uvicorn
 
     from lookalike.web import create_app
     from lookalike.web.security import read_token_file
+    from lookalike.web.server import server_config
 
     token = None
     if token_file is not None:
@@ -72,7 +85,18 @@ def serve_command(
         )
     writes = "enabled" if token and upload_dir else ("remove only" if token else "disabled (no --token-file)")
     err.print(f"lookalike: serving {db} on http://{host}:{port}  (write endpoints: {writes})")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    config = server_config(
+        app,
+        host,
+        port,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        timeout_keep_alive=timeout_keep_alive,
+        limit_concurrency=limit_concurrency,
+        log_level="warning",
+        access_log=False,
+    )
+    uvicorn.Server(config).run()
 
 
 def _is_loopback(host: str) -> bool:

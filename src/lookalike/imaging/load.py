@@ -10,15 +10,18 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-# Refuse by our own, clearer check (see max_pixels) instead of Pillow's warning/exception pair.
-Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Image.MAX_IMAGE_PIXELS keeps Pillow's default: it guards Image.open calls made outside decode_image.
+# Inside it, our own per-call limit takes its place at every one of Pillow's checkpoints (see _bomb_check).
 
 #: Pictures above this many pixels are refused (a 20,000 x 20,000 image is 400 MP). ~ a 130 MP photo.
 DEFAULT_MAX_PIXELS = 130_000_000
@@ -33,6 +36,47 @@ class ImageLoadError(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class _TooManyPixels(Image.DecompressionBombError):
+    """Raised from inside Pillow, where a picture's (or an embedded frame's) true size becomes known."""
+
+
+#: The pixel limit of the decode running in this thread (None: Pillow's own global check applies).
+_pixel_limit: ContextVar[int | None] = ContextVar("lookalike_pixel_limit", default=None)
+_pillow_bomb_check = Image._decompression_bomb_check  # an AttributeError here means Pillow moved it
+
+
+def _bomb_check(size: tuple[int, int], *, error_only: bool = False) -> None:
+    """Pillow calls this wherever a real size becomes known, before allocating for it: the outer
+    picture in ``Image.open``, the embedded PNG/BMP of an ICO, the PNG/JPEG 2000 of an ICNS, a GIF
+    frame that grows the screen or its disposal buffer, a WebP canvas, an MPO frame, a TIFF tile.
+    Pillow's ``MAX_IMAGE_PIXELS`` is one number for the process; our limit is per call (server,
+    indexer, thumbnails) and decodes run in threads, so the limit travels in a context variable."""
+    limit = _pixel_limit.get()
+    if limit is None:
+        _pillow_bomb_check(size, error_only=error_only)
+        return
+    width, height = size
+    if max(1, width) * max(1, height) > limit:
+        raise _TooManyPixels(
+            f"{width} x {height} = {width * height / 1e6:.0f} MP is above the "
+            f"{limit / 1e6:.0f} MP limit (possible decompression bomb)"
+        )
+
+
+Image._decompression_bomb_check = _bomb_check
+
+
+@contextmanager
+def pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Within this block (this thread only), Pillow refuses any picture or frame above ``max_pixels``
+    with :class:`PIL.Image.DecompressionBombError` before decoding it."""
+    token = _pixel_limit.set(max_pixels)
+    try:
+        yield
+    finally:
+        _pixel_limit.reset(token)
 
 
 @dataclass(frozen=True)
@@ -72,8 +116,10 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
     if not data:
         raise ImageLoadError("empty file", "the file has zero bytes")
     try:
-        with warnings.catch_warnings():
+        with pixel_limit(max_pixels), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Palette images with Transparency" noise
+            # An ICO decodes its largest frame inside open(), a WebP allocates its canvas there:
+            # the guard must already be in place (see _bomb_check), not only the check below.
             img = Image.open(io.BytesIO(data))
             width, height = img.size
             if width * height > max_pixels:

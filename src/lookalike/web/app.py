@@ -28,7 +28,8 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from lookalike import __version__
-from lookalike.imaging.load import ImageLoadError, decode_image
+from lookalike.imaging.load import DEFAULT_MAX_PIXELS as INDEX_MAX_PIXELS
+from lookalike.imaging.load import ImageLoadError, decode_image, pixel_limit
 from lookalike.index import Index
 from lookalike.search.results import Match, QueryResult
 from lookalike.store.base import ItemRecord
@@ -373,7 +374,8 @@ def create_app(
         """The indexed file itself, by id only."""
         rec, real = state.servable(item_id)
         try:
-            with Image.open(real) as probe:
+            # Opening an ICO decodes it: the file may have been swapped for a bomb since it was indexed.
+            with pixel_limit(max(INDEX_MAX_PIXELS, state.max_pixels)), Image.open(real) as probe:
                 fmt = probe.format or ""
         except Exception as exc:
             raise HTTPException(415, "this item's file is no longer a readable image") from exc
@@ -393,7 +395,7 @@ def create_app(
         if state.upload_dir is None:
             raise HTTPException(403, "adding is disabled: the server was started without an upload folder")
         data, _ = await decode_upload(image)  # decoded only to refuse bad pictures before writing
-        with Image.open(io.BytesIO(data)) as probe:
+        with pixel_limit(state.max_pixels), Image.open(io.BytesIO(data)) as probe:
             fmt = probe.format or ""
         sha = hashlib.sha256(data).hexdigest()
         target = state.upload_dir / f"{sha[:24]}{_FORMAT_SUFFIX.get(fmt, '.img')}"
