@@ -50,6 +50,7 @@ from lookalike.store.base import (
     Store,
     StoreError,
     VectorRows,
+    model_mismatch_message,
 )
 from lookalike.store.vector_index import (
     AUTO_EXACT_FLOATS,
@@ -340,7 +341,7 @@ class LocalStore(Store):
         with self._lock, self._write_txn():
             current = self._meta("model")
             if current is not None and current != identity:
-                raise ModelMismatchError(_mismatch_message(current, identity))  # type: ignore[arg-type]
+                raise ModelMismatchError(model_mismatch_message(current, identity))  # type: ignore[arg-type]
             self._check_kind(identity["dim"])
             self._set_meta("model", identity)
             self._set_meta("dim", identity["dim"])
@@ -1062,15 +1063,3 @@ def _probe(db: sqlite3.Connection) -> sqlite3.Connection:
         db.close()
         raise
     return db
-
-
-def _mismatch_message(have: dict[str, object], want: dict[str, object]) -> str:
-    diffs = [
-        f"{key}: index has {have.get(key)!r}, requested {want.get(key)!r}"
-        for key in sorted(set(have) | set(want))
-        if have.get(key) != want.get(key)
-    ]
-    return (
-        f"this index was built with model {have.get('name')!r} and cannot mix vectors from another model "
-        f"or preprocessing ({'; '.join(diffs)}). Use --model {have.get('name')} or a new --db."
-    )
