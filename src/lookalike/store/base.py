@@ -40,6 +40,19 @@ class ReadOnlyIndexError(IndexWriteError):
     """The index is open read-only (its folder cannot be written), so it can be searched but not changed."""
 
 
+def model_mismatch_message(have: dict[str, object], want: dict[str, object]) -> str:
+    """Why a store refuses vectors of another model identity, and what to do: every store says it alike."""
+    diffs = [
+        f"{key}: index has {have.get(key)!r}, requested {want.get(key)!r}"
+        for key in sorted(set(have) | set(want))
+        if have.get(key) != want.get(key)
+    ]
+    return (
+        f"this index was built with model {have.get('name')!r} and cannot mix vectors from another model "
+        f"or preprocessing ({'; '.join(diffs)}). Use --model {have.get('name')} or a new --db."
+    )
+
+
 @dataclass
 class RepairReport:
     """What :meth:`Store.repair` found: the items whose vectors were lost are dropped, the rest kept."""

@@ -6,6 +6,8 @@ moves ``n_slots`` forward. A process killed at any moment leaves either the old 
 state; rows past ``n_slots`` are garbage and are cut off by the next writer. ``BEGIN IMMEDIATE``
 serialises writers across processes. Deleted or replaced items leave dead rows, which
 :meth:`LocalStore.compact` rewrites away (new file, fsync, commit, then unlink the old one).
+Approximate search structures are only a cache of the vector file, kept on disk beside it by
+:class:`~lookalike.store.ann_cache.AnnCache`.
 
 Failure modes are met at open, not halfway through a command:
 
@@ -39,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.store.ann_cache import AnnCache
 from lookalike.store.base import (
     DamagedIndexError,
     Hit,
@@ -50,22 +53,9 @@ from lookalike.store.base import (
     Store,
     StoreError,
     VectorRows,
+    model_mismatch_message,
 )
-from lookalike.store.vector_index import (
-    AUTO_EXACT_FLOATS,
-    AnnIndex,
-    FlatIndex,
-    IndexSpec,
-    IndexSpecError,
-    VectorIndex,
-    auto_spec,
-    cache_name,
-    parse_cache_name,
-    parse_spec,
-    probe_file,
-    remove_cache,
-    slug_of,
-)
+from lookalike.store.vector_index import AnnIndex, IndexSpecError, VectorIndex, parse_spec
 
 FORMAT_VERSION = 1
 DB_FILE = "items.sqlite"
@@ -152,11 +142,6 @@ class LocalStore(Store):
         self.repaired: RepairReport | None = None
         new = self._check_folder(create, read_only)
         self._lock = threading.RLock()
-        self._build_lock = threading.Lock()
-        self._bg: threading.Thread | None = None
-        self._bg_error: str | None = None
-        self._ann: AnnIndex | None = None
-        self._ann_tag = ""
         self._loaded_generation = -1
         self._id_to_slot: np.ndarray | None = None  # inverse of _slot_to_id, built on first use
         self._pending: list[tuple[str, object]] = []  # in-memory changes of the transaction in flight
@@ -283,6 +268,14 @@ class LocalStore(Store):
         #: The user's index spec (``auto`` or a factory string), remembered in the index.
         self.index_kind: str = index_kind or str(recorded or "auto")
         self._check_kind(self._meta("dim"))
+        self._ann_cache = AnnCache(
+            self.folder,
+            self.index_kind,
+            read_only=self.read_only,
+            lock=self._lock,
+            vector_tag=self._vector_tag,
+            on_replace=self._forget_search,
+        )
 
     @property
     def read_only(self) -> bool:  # type: ignore[override]
@@ -340,7 +333,7 @@ class LocalStore(Store):
         with self._lock, self._write_txn():
             current = self._meta("model")
             if current is not None and current != identity:
-                raise ModelMismatchError(_mismatch_message(current, identity))  # type: ignore[arg-type]
+                raise ModelMismatchError(model_mismatch_message(current, identity))  # type: ignore[arg-type]
             self._check_kind(identity["dim"])
             self._set_meta("model", identity)
             self._set_meta("dim", identity["dim"])
@@ -467,9 +460,12 @@ class LocalStore(Store):
     def _ensure_search(self) -> VectorIndex:
         self._refresh()
         if self._search is None:
-            self._build_search()
-        assert self._search is not None
+            self._search = self._ann_cache.search_index(self._matrix, self._live)
         return self._search
+
+    def _forget_search(self) -> None:
+        """The ANN cache swapped its index: the next search asks it again (and attaches the newest rows)."""
+        self._search = None
 
     def _check_kind(self, dim: object) -> None:
         """Fail at open (not after embedding a folder) when the index spec cannot fit the vectors."""
@@ -482,156 +478,14 @@ class LocalStore(Store):
     def _vector_tag(self) -> str:
         return str(self._meta("vector_file")).removesuffix(".f32").replace("-", "")
 
-    def _want_spec(self, n_live: int, dim: int) -> IndexSpec:
-        if self.index_kind == "auto":
-            return auto_spec(n_live, dim)
-        try:
-            return parse_spec(self.index_kind, dim)
-        except IndexSpecError as exc:
-            raise StoreError(str(exc)) from exc
-
-    def _cached_spec(self, trained: int, dim: int) -> IndexSpec:
-        """The spec a cache file was built with: ``auto`` is a pure function of (trained, dim)."""
-        return auto_spec(trained, dim) if self.index_kind == "auto" else self._want_spec(trained, dim)
-
-    def _build_search(self) -> None:
-        n_slots = len(self._live)
-        n_live = int(self._live.sum())
-        dim = self._matrix.shape[1]
-        want = self._want_spec(n_live, dim)
-        if want.kind == "flat" or n_live < want.min_train():
-            self._search = FlatIndex(self._matrix, self._live)  # exact: fast enough, or too few to train
-            return
-        ann = self._ann
-        if ann is None or ann.covered > n_slots or self._ann_tag != self._vector_tag():
-            ann = self._load_ann(n_slots, dim)
-        if ann is None:
-            ann = self._build_ann(want, n_slots)  # first time: build now (later rebuilds run in background)
-        self._ann = ann.attach(self._matrix, self._live)
-        self._search = ann
-        if self._needs_retrain(ann, n_live) or ann.tail > self._tail_limit(ann.covered, dim):
-            self._start_background_build()
-
-    def _needs_retrain(self, ann: AnnIndex, n_live: int) -> bool:
-        """Coarse structures (IVF centroids, PCA, codebooks) go stale when the collection grows 4x."""
-        return ann.spec.kind != "hnsw" and n_live > 4 * max(1, ann.trained)
-
-    @staticmethod
-    def _tail_limit(covered: int, dim: int) -> int:
-        """Rows left to exact tail scan before merging them into the ANN file (~1-2 ms of scan)."""
-        return int(max(0.01 * covered, AUTO_EXACT_FLOATS / (8 * max(1, dim))))
-
-    def _ann_files(self) -> list[Path]:
-        slug = slug_of(self.index_kind)
-        files = []
-        for path in self.folder.glob("ann-*.faiss"):
-            try:
-                file_slug, tag, _, _ = parse_cache_name(path.name)
-            except ValueError:
-                continue
-            if file_slug == slug and tag == self._vector_tag():
-                files.append(path)
-        return sorted(files, key=lambda p: parse_cache_name(p.name)[3])
-
-    def _load_ann(self, n_slots: int, dim: int) -> AnnIndex | None:
-        for path in reversed(self._ann_files()):
-            _, _, trained, covered = parse_cache_name(path.name)
-            if covered > n_slots:
-                continue
-            try:
-                loaded = AnnIndex.load(self._cached_spec(trained, dim), path)
-            except Exception:  # a damaged or foreign cache is rebuilt, never trusted
-                continue
-            if loaded.index.d == dim:
-                self._ann_tag = self._vector_tag()
-                return loaded
-        return None
-
-    def _build_ann(self, spec: IndexSpec, n_slots: int, base: AnnIndex | None = None) -> AnnIndex:
-        """Train (or extend ``base``), save atomically, and reopen memory-mapped.
-
-        The file is a cache: where it cannot be written (read-only folder, full disk) the index is
-        used from memory, and a later writable open saves it.
-        """
-        tag = self._vector_tag()
-        if base is not None and base.path is not None:
-            ann = AnnIndex.load(base.spec, base.path, mmap=False)  # a private, writable copy
-            ann.extend(self._matrix, n_slots)
-        else:
-            ann = AnnIndex.build(spec, self._matrix, self._live.copy(), n_slots)
-        return self._save_ann(ann, tag)
-
-    def _save_ann(self, ann: AnnIndex, tag: str) -> AnnIndex:
-        """Save ``ann`` as the cache and reopen it memory-mapped, or keep it in memory where that fails."""
-        self._ann_tag = tag
-        if self.read_only:
-            return ann
-        try:
-            path = ann.save(self.folder, slug_of(self.index_kind), tag)
-        except (OSError, RuntimeError):  # faiss reports a failed write as RuntimeError
-            self._remove_cache_temps(ann, tag)
-            ann.path = None
-            return ann
-        for old in self._ann_files():
-            if old != path:
-                remove_cache(old)
-        return AnnIndex.load(ann.spec, path)
-
-    def _remove_cache_temps(self, ann: AnnIndex, tag: str) -> None:
-        """Best effort: the temp files of a cache save that failed (they only take space)."""
-        target = self.folder / cache_name(slug_of(self.index_kind), tag, ann.trained, ann.covered)
-        for written in (target, probe_file(target)):
-            with suppress(OSError):
-                written.with_name(f".{written.name}.tmp").unlink(missing_ok=True)
-
-    def _start_background_build(self) -> None:
-        """Retrain or merge the tail in a thread; searches keep using the current index meanwhile."""
-        if self._bg is not None and self._bg.is_alive():
-            return
-        if self.read_only or (self._ann is not None and self._ann.path is None):
-            return  # nowhere to save the result: the tail stays an exact scan until a writable open
-
-        def job(matrix: np.ndarray, live: np.ndarray, tag: str) -> None:
-            try:
-                with self._build_lock:
-                    n_slots, n_live, dim = matrix.shape[0], int(live.sum()), matrix.shape[1]
-                    current = self._ann
-                    if current is None or tag != self._vector_tag_safe():
-                        return
-                    retrain = self._needs_retrain(current, n_live)
-                    spec = self._want_spec(n_live, dim)
-                    if retrain:
-                        ann = AnnIndex.build(spec, matrix, live, n_slots)
-                    else:
-                        ann = AnnIndex.load(current.spec, current.path, mmap=False)  # type: ignore[arg-type]
-                        ann.extend(matrix, n_slots)
-                    with self._lock:
-                        if tag != self._vector_tag():
-                            return  # compaction renumbered slots meanwhile: this build is void
-                        path = ann.save(self.folder, slug_of(self.index_kind), tag)
-                        for old in self._ann_files():
-                            if old != path:
-                                remove_cache(old)
-                        self._ann = AnnIndex.load(ann.spec, path)
-                        self._ann_tag = tag
-                        self._search = None  # re-attached to the newest vectors on the next search
-            except Exception as exc:  # the old index keeps serving; the next open retries
-                self._bg_error = f"{type(exc).__name__}: {exc}"
-
-        self._bg = threading.Thread(
-            target=job, args=(self._matrix, self._live.copy(), self._vector_tag()), daemon=True, name="ann-build"
-        )
-        self._bg.start()
-
-    def _vector_tag_safe(self) -> str:
-        with self._lock:
-            return self._vector_tag()
-
     def wait_for_index(self, timeout: float | None = None) -> None:
         """Block until a background (re)build of the ANN index, if any, has finished."""
-        bg = self._bg
-        if bg is not None:
-            bg.join(timeout)
+        self._ann_cache.wait(timeout)
+
+    @property
+    def _bg_error(self) -> str | None:
+        """Why the last background ANN build failed, or None (the old index kept serving)."""
+        return self._ann_cache.bg_error
 
     def save_search_index(self) -> None:
         """Make the ANN cache cover what was added (a cache: losing it only costs a rebuild)."""
@@ -639,20 +493,7 @@ class LocalStore(Store):
             return  # nowhere to save it; searches use the in-memory index
         self.wait_for_index()
         with self._lock:
-            search = self._ensure_search()
-            if not isinstance(search, AnnIndex):
-                return
-            dim = self._matrix.shape[1]
-            n_live = int(self._live.sum())
-            if self._needs_retrain(search, n_live):
-                self._ann = self._build_ann(self._want_spec(n_live, dim), len(self._live))
-                self._search = None
-            elif search.tail > self._tail_limit(search.covered, dim) // 4:
-                self._ann = self._build_ann(search.spec, len(self._live), base=search)
-                self._search = None
-            elif search.path is None:  # built while the cache could not be written: try again now
-                self._ann = self._save_ann(search, self._vector_tag())
-                self._search = None
+            self._ann_cache.save(self._ensure_search())
 
     def _append_vectors(self, vectors: np.ndarray) -> int:
         """Write rows after the committed slots (inside the write transaction); return the first slot."""
@@ -879,9 +720,7 @@ class LocalStore(Store):
                     raise
                 return False  # no room for the rewritten file: the dead rows wait for a later run
             del old
-            self._ann = None
-            for stale in [*self.folder.glob("hnsw-*.faiss"), *self.folder.glob("ann-*.faiss")]:
-                remove_cache(stale)  # slots were renumbered: derived caches are void
+            self._ann_cache.drop()  # slots were renumbered: derived caches are void
             self._remove_orphans()
             self._refresh()
             return True
@@ -935,14 +774,8 @@ class LocalStore(Store):
                 del matrix
             if intact == n_slots and not holes:
                 return report
-            for cache in self.folder.glob("ann-*.faiss"):
-                try:
-                    covered = parse_cache_name(cache.name)[3]
-                except ValueError:
-                    covered = n_slots
-                if covered > intact:  # holes are harmless there: their slots turn dead, never reused
-                    remove_cache(cache)
-                    report.caches_removed += 1
+            # holes are harmless to a cache: their slots turn dead, never reused
+            report.caches_removed = self._ann_cache.drop(lost_from=intact, n_slots=n_slots)
             with self._write_txn():
                 gone = self._db.execute("DELETE FROM items WHERE slot >= ? RETURNING path", (intact,)).fetchall()
                 for slot in holes:
@@ -950,7 +783,6 @@ class LocalStore(Store):
                 self._set_meta("n_slots", intact)
                 self._pending.append(("reload", None))
             report.dropped = sorted(path for (path,) in gone)
-            self._ann = None
             self._search = None
             self._refresh()
             return report
@@ -962,9 +794,7 @@ class LocalStore(Store):
                 path.unlink(missing_ok=True)
         for path in self.folder.glob(".*.tmp"):
             path.unlink(missing_ok=True)
-        for path in self.folder.glob("ann-*.probes.json"):
-            if not path.with_name(path.name.removesuffix(".probes.json") + ".faiss").exists():
-                path.unlink(missing_ok=True)  # left by a build killed before its index file landed
+        self._ann_cache.remove_orphans()
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
@@ -997,7 +827,9 @@ class LocalStore(Store):
             if db is not None:
                 db.close()
             self._matrix = np.zeros((0, 1), dtype=np.float32)
-            self._ann = None
+            cache = getattr(self, "_ann_cache", None)  # absent when opening failed early
+            if cache is not None:
+                cache.close()
             self._search = None
 
 
@@ -1062,15 +894,3 @@ def _probe(db: sqlite3.Connection) -> sqlite3.Connection:
         db.close()
         raise
     return db
-
-
-def _mismatch_message(have: dict[str, object], want: dict[str, object]) -> str:
-    diffs = [
-        f"{key}: index has {have.get(key)!r}, requested {want.get(key)!r}"
-        for key in sorted(set(have) | set(want))
-        if have.get(key) != want.get(key)
-    ]
-    return (
-        f"this index was built with model {have.get('name')!r} and cannot mix vectors from another model "
-        f"or preprocessing ({'; '.join(diffs)}). Use --model {have.get('name')} or a new --db."
-    )

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
-from lookalike.store.base import Hit, ItemRecord, ModelMismatchError, Store, StoreError
+from lookalike.store.base import Hit, ItemRecord, ModelMismatchError, Store, StoreError, model_mismatch_message
 
 # pymilvus logs a harmless fallback warning on every query iterator against Milvus Lite.
 logging.getLogger("pymilvus").setLevel(logging.ERROR)
@@ -163,9 +163,7 @@ class MilvusStore(Store):
         with self._lock:
             current = self.get_meta("model")
             if current is not None and current != identity:
-                from lookalike.store.local import _mismatch_message
-
-                raise ModelMismatchError(_mismatch_message(current, identity))  # type: ignore[arg-type]
+                raise ModelMismatchError(model_mismatch_message(current, identity))  # type: ignore[arg-type]
             if current is None:
                 self.set_meta("model", identity)
                 self.set_meta("dim", identity["dim"])
