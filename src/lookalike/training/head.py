@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lookalike.evaluation.metrics import leave_one_out
 from lookalike.training.common import EarlyStopping, EpochStats, TrainProgress, close_epoch, seed_everything
-from lookalike.training.metrics import retrieval_metrics
 
 if TYPE_CHECKING:
     import torch
@@ -131,11 +131,16 @@ def validation_recall(val: np.ndarray, val_labels: np.ndarray, train: np.ndarray
     """Recall@1 of validation images searching validation + training images (leave-one-out).
 
     Searching the training images too is what a user's index does, and it keeps the metric stable
-    when the validation split has only a few images per class.
+    when the validation split has only a few images per class. Computed by ``lookalike eval``'s
+    :func:`~lookalike.evaluation.metrics.leave_one_out` (cosine, ties to the lower index), so the two
+    commands report the same Recall@1 for the same vectors.
     """
     gallery = np.concatenate([val, train])
     labels = np.concatenate([val_labels, train_labels])
-    return retrieval_metrics(val, val_labels, gallery, labels, ks=(1,), map_at_r=False, self_offset=0)["recall@1"]
+    scores = leave_one_out(gallery, labels, ks=(1,), query_rows=np.arange(len(val)), with_map_at_r=False)
+    if scores.n_queries == 0:
+        raise ValueError("no validation image has a same-label image to find")
+    return scores.recall[1]
 
 
 def train_head(
