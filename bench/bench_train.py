@@ -29,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import print_table
 from lookalike.evaluation.datasets import FASHION_MNIST_CLASSES, data_cache_dir, write_fashion_mnist_folder
 from lookalike.evaluation.metrics import leave_one_out
+from lookalike.models.projection_head import load_head
 from lookalike.models.registry import create_model
 from lookalike.training.features import FeatureCache, extract_features
-from lookalike.training.head import HeadConfig, embed_with, load_head, train_head
+from lookalike.training.head import HeadConfig, embed_with, train_head
 
 
 def folder(split: str) -> list[Path]:

@@ -51,7 +51,8 @@ def main() -> None:
     from lookalike.evaluation.metrics import leave_one_out
     from lookalike.models.mobilenet_v2 import load_mobilenet_v2
     from lookalike.models.preprocessing import ImagePreprocessor
-    from lookalike.training.scratch import ScratchConfig, embed_pixels, preprocessor, train_scratch
+    from lookalike.models.scratch_cnn import load_scratch, preprocessor
+    from lookalike.training.scratch import ScratchConfig, embed_pixels, train_scratch
 
     def retrieval_metrics(emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         s = leave_one_out(emb, labels, ks=(1, 5))
@@ -117,8 +118,6 @@ def main() -> None:
             val_labels=yva,
         )
         seconds = time.perf_counter() - t0
-        from lookalike.training.scratch import load_scratch
-
         net = load_scratch(res.state_dict, len(classes)).to(dev)
         test_emb = embed_pixels(net, pixels["test"], device=dev)
         seen = np.isin(labels["test"], classes)

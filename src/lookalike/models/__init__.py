@@ -11,6 +11,7 @@ from lookalike.models.registry import (
     UnknownModelError,
     create_model,
     list_models,
+    model_info,
     register_model,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "create_model",
     "l2_normalize",
     "list_models",
+    "model_info",
     "register_model",
 ]

@@ -2,7 +2,9 @@
 
 A model module registers a factory with ``@register_model("name", ...)``; ``create_model(name)``
 builds it. Names with a colon (``clip:ViT-B-32``) pass the part after the colon to the factory of the
-prefix (``clip``) as ``variant``.
+prefix (``clip``) as ``variant``. Any other name is resolved to a model saved by ``lookalike train``
+(:mod:`lookalike.models.trained`), found on disk, as timm resolves hub and file names.
+
 """
 
 from __future__ import annotations
@@ -67,11 +69,22 @@ def builtin_names() -> set[str]:
     return set(_REGISTRY)
 
 
+def _registered(name: str) -> tuple[ModelInfo, dict[str, object]] | None:
+    """The registered entry for ``name`` and the factory arguments its name carries, or None."""
+    _load_builtins()
+    if name in _REGISTRY:
+        return _REGISTRY[name], {}
+    key, _, variant = name.partition(":")
+    if variant and key in _REGISTRY:
+        return _REGISTRY[key], {"variant": variant}
+    return None
+
+
 def _trained_models() -> list[ModelInfo]:
     """Models saved by ``lookalike train`` (user packages); looked up lazily, after the built-ins."""
-    from lookalike.training.package import list_packages
+    from lookalike.models.trained import list_packages
 
-    return [ModelInfo(p.name, p.embedder, p.describe(), int(p.config["dim"]), True) for p in list_packages()]
+    return [p.info() for p in list_packages()]
 
 
 def list_models() -> list[ModelInfo]:
@@ -79,18 +92,27 @@ def list_models() -> list[ModelInfo]:
     return sorted([*_REGISTRY.values(), *_trained_models()], key=lambda info: info.name)
 
 
-def create_model(name: str = DEFAULT_MODEL, **kwargs: object) -> Embedder:
-    """Build the embedder registered under ``name`` (``prefix:variant`` passes ``variant``)."""
-    _load_builtins()
-    key, _, variant = name.partition(":")
-    if name in _REGISTRY:
-        return _REGISTRY[name].factory(**kwargs)
-    if variant and key in _REGISTRY:
-        return _REGISTRY[key].factory(variant=variant, **kwargs)
-    from lookalike.training.package import find_package  # a model trained with `lookalike train`
+def model_info(name: str) -> ModelInfo:
+    """Resolve ``name``: a registered model, ``prefix:variant``, else a trained package on disk.
+
+    Raises :class:`UnknownModelError` (naming the known models), or ``PackageError`` for a malformed
+    package saved under ``name``."""
+    found = _registered(name)
+    if found is not None:
+        return found[0]
+    from lookalike.models.trained import find_package  # reads the models dir: only for other names
 
     package = find_package(name)
     if package is not None:
-        return package.embedder(**kwargs)  # type: ignore[arg-type]
+        return package.info()
     known = ", ".join(sorted(_REGISTRY)) or "(none)"
     raise UnknownModelError(f"unknown model {name!r}; known models: {known}")
+
+
+def create_model(name: str = DEFAULT_MODEL, **kwargs: object) -> Embedder:
+    """Build the embedder that ``name`` resolves to (see :func:`model_info`)."""
+    found = _registered(name)
+    if found is not None:
+        info, extra = found
+        return info.factory(**extra, **kwargs)
+    return model_info(name).factory(**kwargs)
