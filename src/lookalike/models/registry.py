@@ -5,6 +5,9 @@ builds it. Names with a colon (``clip:ViT-B-32``) pass the part after the colon 
 prefix (``clip``) as ``variant``. Any other name is resolved to a model saved by ``lookalike train``
 (:mod:`lookalike.models.trained`), found on disk, as timm resolves hub and file names.
 
+Each registration also carries the model's :class:`ModelSettings`: the numbers measured for its
+vectors (duplicate threshold, density margin, reference speed). Everything that needs one reads it
+here through :func:`model_settings`; a model without measurements gets :data:`FALLBACK_SETTINGS`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,31 @@ DEFAULT_MODEL = "mobilenet_v2_ml"
 
 
 @dataclass(frozen=True)
+class ModelSettings:
+    """Per-model defaults measured on the model's vectors (see docs/cleaning.md and the benchmarks)."""
+
+    #: cosine at or above which two images are near-duplicates with the plain rule (bench_neardup.py)
+    dup_threshold: float = 0.9
+    #: density margin of the duplicate rule by default (0: the plain threshold; see dedup.groups)
+    dup_margin: float = 0.0
+    #: the looser threshold measured together with the margin rule (None: the plain one)
+    dup_margin_threshold: float | None = None
+    #: images/s from bench/bench_models.py on a quiet 2-core machine, model only (None: not measured)
+    reference_speed: float | None = None
+
+    def duplicate_threshold(self, margin: float | None = None) -> float:
+        """The threshold that goes with ``margin`` (None: the default margin)."""
+        margin = self.dup_margin if margin is None else margin
+        if margin > 0 and self.dup_margin_threshold is not None:
+            return self.dup_margin_threshold
+        return self.dup_threshold
+
+
+#: What a model without measurements uses (CLIP, trained models, plug-ins): one value for everyone.
+FALLBACK_SETTINGS = ModelSettings()
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     name: str
     factory: Callable[..., Embedder]
@@ -26,6 +54,7 @@ class ModelInfo:
     offline: bool  # weights ship inside an installed package
     #: returns the weights file the model would load (raises if missing); None: needs no weights
     weights: Callable[[], str] | None = None
+    settings: ModelSettings = FALLBACK_SETTINGS
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -44,12 +73,13 @@ def register_model(
     dim: int | None = None,
     offline: bool = True,
     weights: Callable[[], str] | None = None,
+    settings: ModelSettings = FALLBACK_SETTINGS,
 ) -> Callable[[Callable[..., Embedder]], Callable[..., Embedder]]:
     """Register ``factory`` under ``name``. ``weights`` lets ``lookalike models`` say whether the model
     can run here (and how big it is) without building it."""
 
     def wrap(factory: Callable[..., Embedder]) -> Callable[..., Embedder]:
-        _REGISTRY[name] = ModelInfo(name, factory, description, dim, offline, weights)
+        _REGISTRY[name] = ModelInfo(name, factory, description, dim, offline, weights, settings)
         return factory
 
     return wrap
@@ -116,3 +146,12 @@ def create_model(name: str = DEFAULT_MODEL, **kwargs: object) -> Embedder:
         info, extra = found
         return info.factory(**extra, **kwargs)
     return model_info(name).factory(**kwargs)
+
+
+def model_settings(name: str | None) -> ModelSettings:
+    """The measured settings of ``name``'s vectors; :data:`FALLBACK_SETTINGS` for any other model.
+
+    Never touches the disk (dedup and the web app ask it with an index's model name): a model saved
+    by ``lookalike train`` has no measurements of its own and gets the fallback."""
+    found = _registered(name or "")
+    return found[0].settings if found is not None else FALLBACK_SETTINGS
