@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # lookalike_data
 from _util import print_table
-from lookalike.evaluation.datasets import FASHION_MNIST_CLASSES, data_cache_dir, write_fashion_mnist_folder
 from lookalike.evaluation.metrics import leave_one_out
 from lookalike.models.projection_head import load_head
 from lookalike.models.registry import create_model
 from lookalike.training.features import FeatureCache, extract_features
 from lookalike.training.head import HeadConfig, embed_with, train_head
+from lookalike_data import FASHION_MNIST_CLASSES, data_cache_dir, write_fashion_mnist_folder
 
 
 def folder(split: str) -> list[Path]:

@@ -33,7 +33,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def labeled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lookalike.evaluation.datasets import write_fashion_mnist_folder
+    from lookalike_data import write_fashion_mnist_folder
 
     root = write_fashion_mnist_folder(tmp_path_factory.mktemp("fm") / "labeled", "train", per_class=30)
     for folder in root.iterdir():
@@ -90,7 +90,7 @@ def test_trained_model_registers_and_matches_training_geometry(head_model: dict,
 @pytest.fixture(scope="module")
 def unseen(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Image.Image], np.ndarray]:
     """The six classes the head never saw (trousers, dresses, shoes, bags), 20 test-split images each."""
-    from lookalike.evaluation.datasets import write_fashion_mnist_folder
+    from lookalike_data import write_fashion_mnist_folder
 
     root = write_fashion_mnist_folder(tmp_path_factory.mktemp("fm-unseen") / "u", "test", per_class=20)
     paths = sorted(p for p in root.rglob("*.png") if p.parent.name not in CLASSES)
