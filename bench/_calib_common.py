@@ -14,12 +14,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # lookalike_data
 
 from lookalike import Index
-from lookalike.evaluation.datasets import photos
 from lookalike.imaging.edits import copy_edit, jpeg
 from lookalike.imaging.load import open_rgb
 from lookalike.models.registry import DEFAULT_MODEL
+from lookalike_data import photos
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_neardup import EDITS as BENCHMARK_EDITS

@@ -1,6 +1,6 @@
 """Is the copy probability honest? A reliability table and the expected calibration error (ECE).
 
-Collection: real photos (two thirds of ``datasets.photos()``), calibrated by ``Index.add`` from its
+Collection: real photos (two thirds of ``lookalike_data.photos()``), calibrated by ``Index.add`` from its
 own images. Held-out test pairs, balanced (as many copies as non-copies, the calibration's prior):
 
 * copies: new edited copies of indexed photos (other random draws than the calibration's), of three

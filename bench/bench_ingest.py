@@ -23,6 +23,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "tools"))  # lookalike_data
 
 from _util import peak_rss_mb, print_table  # noqa: E402
 from lookalike.models.registry import DEFAULT_MODEL  # noqa: E402
@@ -30,7 +31,7 @@ from lookalike.models.registry import DEFAULT_MODEL  # noqa: E402
 
 def large_photo_set(count: int, cache: Path) -> Path:
     """count JPEGs of 2-12 MP made by resizing real photos (cached between runs)."""
-    from lookalike.evaluation.datasets import photos
+    from lookalike_data import photos
 
     folder = cache / f"large-{count}"
     if folder.exists() and len(list(folder.iterdir())) == count:
@@ -52,7 +53,7 @@ def large_photo_set(count: int, cache: Path) -> Path:
 
 
 def small_image_set(count: int, cache: Path) -> Path:
-    from lookalike.evaluation.datasets import fashion_mnist
+    from lookalike_data import fashion_mnist
 
     folder = cache / f"small-{count}"
     if folder.exists() and len(list(folder.iterdir())) == count:

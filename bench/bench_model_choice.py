@@ -24,9 +24,10 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))  # lookalike_data
 
+import lookalike_data as datasets
 from _util import print_table
-from lookalike.evaluation import datasets
 from lookalike.evaluation.metrics import leave_one_out
 from lookalike.evaluation.retrieval import (
     adapt,

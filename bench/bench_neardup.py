@@ -7,7 +7,7 @@ precision-recall sweep over thresholds.
 
     python bench/bench_neardup.py --quick            # 50 originals, 1,000 distractors
     python bench/bench_neardup.py                    # 200 originals, 5,000 distractors
-    python bench/bench_neardup.py --photo-list F     # photo paths, one a line (else evaluation.datasets)
+    python bench/bench_neardup.py --photo-list F     # photo paths, one a line (else tools/lookalike_data.py)
 
 imagededup 0.3.3 imports torchvision at import time (for its CNN method, which needs downloaded
 weights anyway); torchvision does not work here, so a stub stands in for it and only the hashing
@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # lookalike_data
 
 EDITS = (
     "downscale",
@@ -105,14 +107,14 @@ def edit(image: Image.Image, kind: str, rng: random.Random) -> tuple[Image.Image
 def photo_paths(args: argparse.Namespace) -> list[Path]:
     if args.photo_list:
         return [Path(line) for line in Path(args.photo_list).read_text().splitlines() if line.strip()]
-    from lookalike.evaluation.datasets import photos  # type: ignore[attr-defined]
+    from lookalike_data import photos
 
     return list(photos())
 
 
 def fashion_arrays(n: int) -> np.ndarray:
     try:
-        from lookalike.evaluation.datasets import fashion_mnist  # type: ignore[attr-defined]
+        from lookalike_data import fashion_mnist
 
         images, _ = fashion_mnist("train")
         return images[:n]
@@ -135,7 +137,7 @@ def fashion_arrays(n: int) -> np.ndarray:
             candidates = list(dest.rglob("train-images-idx3-ubyte*"))
         if not candidates:
             raise SystemExit(
-                "no Fashion-MNIST: install dataset-fashion-mnist or the evaluation.datasets module"
+                "no Fashion-MNIST: install dataset-fashion-mnist or put tools/ (lookalike_data) on sys.path"
             ) from None
         raw = candidates[0].read_bytes()
         if candidates[0].suffix == ".gz":

@@ -1,6 +1,6 @@
 """'No similar images': the calibrated k-NN rule vs the original fixed 0.5 rule, on the same queries.
 
-Collection: real photos (two thirds of ``datasets.photos()``), calibrated by ``Index.add``.
+Collection: real photos (two thirds of ``lookalike_data.photos()``), calibrated by ``Index.add``.
 In-distribution queries: the held-out third (photos of the same kinds, not indexed) and edited copies
 of indexed photos. Out-of-distribution queries, by kind: clipart, icons, astronomy (tiles of the
 Hubble deep field, Moon and Earth maps), Fashion-MNIST products, noise.
@@ -25,15 +25,16 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # lookalike_data
 
 from _calib_common import auroc, build_index, edited, fpr_at_tpr, noise_images, split_photos
 from _util import print_table
-from lookalike.evaluation.datasets import ood_images
 from lookalike.imaging.load import open_rgb
 from lookalike.models.registry import DEFAULT_MODEL
 from lookalike.search.no_match import NO_MATCH_POOL, NoMatchRule
 from lookalike.search.results import QueryResult
 from lookalike.store.base import Hit
+from lookalike_data import ood_images
 
 
 def astronomy_tiles(paths: list[Path], per_image: int, seed: int = 0) -> list[Image.Image]:

@@ -21,12 +21,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # lookalike_data
 
 from _util import pct, print_table, time_each
 from lookalike import Index
-from lookalike.evaluation.datasets import photos
 from lookalike.imaging.load import load_image
 from lookalike.store.base import ItemRecord
+from lookalike_data import photos
 
 
 def collection_vectors(real: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Load test of ``lookalike serve`` over loopback: concurrent photo uploads plus "more like this" calls.
 
-What it does: indexes real photos (Debian-package photos, see ``lookalike.evaluation.datasets``)
+What it does: indexes real photos (Debian-package photos, see ``tools/lookalike_data.py``)
 with the default model, starts ``lookalike serve`` as a separate process on a free 127.0.0.1 port,
 then runs C client threads; each uploads U real photos of 1-3 MB (``POST /api/search``, k=4) and
 after each upload asks ``GET /api/items/{id}/similar`` for its best hit. Prints latency
@@ -30,10 +30,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "tools"))  # lookalike_data
 
 from _util import pct, print_table  # noqa: E402
-from lookalike.evaluation.datasets import photos  # noqa: E402
 from lookalike.models.registry import DEFAULT_MODEL  # noqa: E402
+from lookalike_data import photos  # noqa: E402
 
 MB = 1_000_000
 

@@ -26,12 +26,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # lookalike_data
 from _util import print_table
-from lookalike.evaluation.datasets import FASHION_MNIST_CLASSES, data_cache_dir, write_fashion_mnist_folder
+from lookalike.evaluation.metrics import leave_one_out
+from lookalike.models.projection_head import load_head
 from lookalike.models.registry import create_model
 from lookalike.training.features import FeatureCache, extract_features
-from lookalike.training.head import HeadConfig, embed_with, load_head, train_head
-from lookalike.training.metrics import retrieval_metrics
+from lookalike.training.head import HeadConfig, embed_with, train_head
+from lookalike_data import FASHION_MNIST_CLASSES, data_cache_dir, write_fashion_mnist_folder
 
 
 def folder(split: str) -> list[Path]:
@@ -63,7 +65,9 @@ def import_device_features(model_cache: FeatureCache, directory: Path) -> int:
 
 
 def metrics(emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    return retrieval_metrics(emb, labels, ks=(1, 5))
+    """Leave-one-out Recall@1/5 and mAP@R, computed as `lookalike eval` computes them."""
+    s = leave_one_out(emb, labels, ks=(1, 5))
+    return {"recall@1": s.recall[1], "recall@5": s.recall[5], "map@r": s.map_at_r, "queries": float(s.n_queries)}
 
 
 def cells(m: dict[str, float]) -> list[str]:

@@ -48,10 +48,15 @@ def main() -> None:
     src, data, out = (Path(a) for a in sys.argv[1:4])
     out.mkdir(parents=True, exist_ok=True)
     load_pkg(src)
+    from lookalike.evaluation.metrics import leave_one_out
     from lookalike.models.mobilenet_v2 import load_mobilenet_v2
     from lookalike.models.preprocessing import ImagePreprocessor
-    from lookalike.training.metrics import retrieval_metrics
-    from lookalike.training.scratch import ScratchConfig, embed_pixels, preprocessor, train_scratch
+    from lookalike.models.scratch_cnn import load_scratch, preprocessor
+    from lookalike.training.scratch import ScratchConfig, embed_pixels, train_scratch
+
+    def retrieval_metrics(emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        s = leave_one_out(emb, labels, ks=(1, 5))
+        return {"recall@1": s.recall[1], "recall@5": s.recall[5], "map@r": s.map_at_r, "queries": float(s.n_queries)}
 
     splits = {
         "train": (read_idx(data / "train-images-idx3-ubyte.gz"), read_idx(data / "train-labels-idx1-ubyte.gz")),
@@ -113,8 +118,6 @@ def main() -> None:
             val_labels=yva,
         )
         seconds = time.perf_counter() - t0
-        from lookalike.training.scratch import load_scratch
-
         net = load_scratch(res.state_dict, len(classes)).to(dev)
         test_emb = embed_pixels(net, pixels["test"], device=dev)
         seen = np.isin(labels["test"], classes)
@@ -124,10 +127,10 @@ def main() -> None:
             "best_epoch": res.best_epoch,
             "train_seconds_gpu": seconds,
             "history": [h.to_dict() for h in res.history],
-            "test_seen": retrieval_metrics(test_emb[seen], labels["test"][seen], ks=(1, 5)),
+            "test_seen": retrieval_metrics(test_emb[seen], labels["test"][seen]),
         }
         if (~seen).any():
-            entry["test_unseen"] = retrieval_metrics(test_emb[~seen], labels["test"][~seen], ks=(1, 5))
+            entry["test_unseen"] = retrieval_metrics(test_emb[~seen], labels["test"][~seen])
         report[f"scratch_{protocol}"] = entry
         print(protocol, json.dumps({k: v for k, v in entry.items() if k != "history"}), flush=True)
     (out / "device_report.json").write_text(json.dumps(report, indent=2))

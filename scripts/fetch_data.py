@@ -12,7 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from lookalike.evaluation import datasets
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # lookalike_data
+import lookalike_data as datasets
 
 #: Fewer photos than this and the near-duplicate benchmark is not meaningful.
 MIN_PHOTOS = 200

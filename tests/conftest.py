@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helper modules
+sys.path.insert(0, str(ROOT / "tools"))  # lookalike_data: the Debian-package data sets
 
 
 def make_picture(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
@@ -53,7 +54,7 @@ def picture_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def real_photos() -> list[Path]:
     """Real photographs from Debian packages (cached by scripts/fetch_data.py)."""
-    from lookalike.evaluation import datasets
+    import lookalike_data as datasets
 
     try:
         photos = datasets.photos(limit=int(os.environ.get("LOOKALIKE_TEST_PHOTOS", "40")))

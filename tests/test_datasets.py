@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import lookalike_data as datasets
 from lookalike import demo
-from lookalike.evaluation import datasets
 
 
 def _write_idx(path: Path, array: np.ndarray, compress: bool) -> Path:

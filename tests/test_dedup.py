@@ -327,7 +327,7 @@ def test_cli_precision_without_calibration_is_a_clear_error(tmp_path: Path) -> N
 @pytest.fixture(scope="module")
 def photo_collection(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """5 real photos plus real edits of two of them, indexed with mobilenet_v2."""
-    from lookalike.evaluation.datasets import photos
+    from lookalike_data import photos
 
     base = tmp_path_factory.mktemp("photos")
     root = base / "collection"

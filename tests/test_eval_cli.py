@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import lookalike_data as datasets
 from lookalike.cli.app import app
-from lookalike.evaluation import datasets
 
 runner = CliRunner()
 CLASSES = {1: "trouser", 7: "sneaker", 8: "bag"}  # visually distinct Fashion-MNIST classes

@@ -18,6 +18,7 @@ from lookalike.evaluation.metrics import (
     pairs_above,
     recall_at_k,
     retrieval_scores,
+    unit_rows,
 )
 
 
@@ -98,6 +99,82 @@ def test_leave_one_out_on_a_circle_by_hand() -> None:
     assert s.n_queries == 6 and s.skipped == 0
     d = s.to_dict()
     assert set(d) >= {"recall@1", "recall@3", "recall@5", "map@r", "per_class"}
+
+
+def test_leave_one_out_on_a_line_by_hand() -> None:
+    # Four points; cosine neighbours: 0->1, 1->0, 2->3, 3->2 (2nd: 0->2, 1->2, 2->1, 3->1).
+    x = np.array([[1.0, 0.0], [0.9, 0.1], [0.2, 0.8], [0.0, 1.0]], dtype=np.float32)
+    s = leave_one_out(x, [0, 0, 1, 1], ks=(1,))
+    assert s.recall[1] == 1.0 and s.map_at_r == 1.0
+    # Labels a b a b: every nearest neighbour has the other label (R@1 0, AP@R 0 since R=1); the 2nd
+    # neighbour is right for 0 (->2) and 3 (->1) but wrong for 1 (->2) and 2 (->1): R@2 = 0.5.
+    s = leave_one_out(x, [0, 1, 0, 1], ks=(1, 2))
+    assert s.recall[1] == 0.0 and s.recall[2] == 0.5 and s.map_at_r == 0.0
+
+
+def tie_case() -> tuple[np.ndarray, np.ndarray]:
+    """Items 2 and 3 are the same vector with different labels; 0, 1 and 4 score 0.5 with both."""
+    h = [0.5, 0.5, 0.5, 0.5]  # every value exact in float32: the tie is exact
+    x = np.array([[1, 0, 0, 0], [0, 1, 0, 0], h, h, [0, 0, 1, 0]], dtype=np.float32)
+    return x, np.array([0, 0, 0, 1, 1])
+
+
+def test_recall_ties_go_to_the_lower_index() -> None:
+    # 0 (a) -> 2 (a) hit, 1 (a) -> 2 hit, 2 (a) -> 3 (b) miss, 3 (b) -> 2 (a) miss, 4 (b) -> 2 miss: 2/5.
+    # The former training metric ranked ties in argpartition's order whenever it also computed mAP@R
+    # (bench_train, the training tests): item 3 came first, 0.2 for the same vectors.
+    x, labels = tie_case()
+    assert leave_one_out(x, labels, ks=(1,)).recall[1] == pytest.approx(0.4)
+    assert leave_one_out(x, labels, ks=(1,), with_map_at_r=False).recall[1] == pytest.approx(0.4)
+    # AP@R (R = 2, 2, 2, 1, 1): 0 -> 2 3 (1/2), 1 -> 2 3 (1/2), 2 -> 3 0 (P(2)/2 = 1/4), 3 and 4 -> 2 (0)
+    assert leave_one_out(x, labels, ks=(1,)).map_at_r == pytest.approx(1.25 / 5)
+
+
+def hash_like(n: int = 60, bits: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Sign vectors over few bits (many exact ties, like phash/dhash) scaled to length ~1, as a model
+    would return them: ``1/sqrt(8)`` is not exact in float32, so the rows are 1 +- 1e-7 long."""
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(0, 2, (n, bits)) * 2 - 1).astype(np.float32) / np.float32(np.sqrt(bits))
+    return x, rng.integers(0, 3, n)
+
+
+@pytest.mark.parametrize("vectors", ["ties", "hash-like", "float16-features"])
+def test_train_and_eval_report_the_same_recall_at_1(vectors: str) -> None:
+    """``lookalike train``'s validation Recall@1 and ``lookalike eval``'s on the same vectors.
+
+    Before one implementation, training re-normalised every row and eval did not: on ``hash-like``
+    vectors that alone turned exact ties into near-ties, and train said 0.333 where eval said 0.350."""
+    from lookalike.training.head import validation_recall
+
+    if vectors == "ties":
+        x, labels = tie_case()
+    elif vectors == "hash-like":
+        x, labels = hash_like()
+    else:  # the head recipe's cached backbone features: float16, so no row is exactly unit
+        x, labels = hash_like(bits=16, seed=1)
+        x = (x + np.random.default_rng(2).normal(0, 0.05, x.shape)).astype(np.float16).astype(np.float32)
+    empty = x[:0], labels[:0]
+    evaluated = leave_one_out(x, labels).recall[1]  # what `lookalike eval` reports (evaluate_model)
+    assert validation_recall(x, labels, *empty) == evaluated
+    # With a gallery: validation rows search validation + training rows, as in every training epoch;
+    # each validation query gets the neighbour it gets in the whole collection's leave-one-out.
+    n_val = len(x) // 3
+    idx, _ = knn(unit_rows(x), 1)
+    per_query = recall_at_k(labels[idx], labels, 1)[:n_val]
+    has_mate = (np.bincount(labels)[labels] > 1)[:n_val]
+    trained = validation_recall(x[:n_val], labels[:n_val], x[n_val:], labels[n_val:])
+    assert trained == pytest.approx(per_query[has_mate].mean(), abs=1e-12)
+
+
+def test_knn_query_rows_exclude_their_own_row() -> None:
+    v = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=np.float32)
+    idx, scores = knn(v, 1, query_rows=np.array([1, 3]))
+    assert idx[:, 0].tolist() == [0, 2] and scores[:, 0].tolist() == [1.0, 1.0]
+    s = leave_one_out(v, [0, 0, 1, 0], ks=(1,), query_rows=np.array([1, 3]))
+    # 1 -> 0 (same label) hit; 3 -> 2 (label 1) miss; class 0 has 3 items, so R = 2 for both
+    assert s.recall[1] == 0.5 and s.n_queries == 2 and s.per_class["0"]["n"] == 2
+    # AP@R: 1 -> 0 (hit) 2 (tie with 3, lower index) -> 1/2; 3 -> 2 (miss) 0 (hit) -> P(2)/2 = 1/4
+    assert s.map_at_r == pytest.approx((1 / 2 + 1 / 4) / 2)
 
 
 def test_singleton_class_is_skipped_not_scored() -> None:

@@ -319,6 +319,30 @@ def test_registry_lists_builtins_with_metadata():
     assert all(infos[name].offline and infos[name].description for name in ALL_MODELS)
 
 
+def test_model_settings_live_with_the_model_and_share_one_fallback(tmp_path: Path, monkeypatch):
+    """Dedup, eval's near-dup test and `lookalike models` read one record per model (issue #14)."""
+    from lookalike.dedup.groups import default_margin, default_threshold
+    from lookalike.evaluation.retrieval import default_dup_threshold
+    from lookalike.models.registry import FALLBACK_SETTINGS, model_settings
+
+    infos = {info.name: info for info in list_models()}
+    for name in ALL_MODELS:
+        settings = model_settings(name)
+        assert settings is infos[name].settings and settings.reference_speed
+        assert default_dup_threshold(name) == default_threshold(name, 0.0) == settings.dup_threshold
+        assert default_margin(name) == settings.dup_margin
+    # The measured numbers, unchanged by the move from dedup/groups.py and cli/evaluate.py.
+    assert [model_settings(n).dup_threshold for n in ALL_MODELS] == [0.86] * 5 + [0.6875] * 2
+    assert default_threshold("mobilenet_v2") == 0.80 and default_threshold("mobilenet_v2_ml") == 0.78
+    assert model_settings("efficientnet_lite2").reference_speed == 71.4
+    # Everything else (CLIP variants, trained packages, unknown names) gets the one fallback, and
+    # asking never reads the models dir.
+    monkeypatch.setenv("LOOKALIKE_MODELS_DIR", str(tmp_path / "missing"))
+    for name in ("clip:ViT-B-32@weights.bin", "my-trained-model", "", None):
+        assert model_settings(name) is FALLBACK_SETTINGS
+    assert default_threshold("clip:ViT-B-32@w.bin") == default_dup_threshold("my-model") == 0.9
+
+
 def test_unknown_model_names_the_known_ones():
     with pytest.raises(UnknownModelError) as excinfo:
         create_model("no_such_model")

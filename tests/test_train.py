@@ -33,7 +33,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def labeled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lookalike.evaluation.datasets import write_fashion_mnist_folder
+    from lookalike_data import write_fashion_mnist_folder
 
     root = write_fashion_mnist_folder(tmp_path_factory.mktemp("fm") / "labeled", "train", per_class=30)
     for folder in root.iterdir():
@@ -73,8 +73,8 @@ def test_head_second_run_uses_feature_cache(labeled: Path, head_model: dict) -> 
 
 
 def test_trained_model_registers_and_matches_training_geometry(head_model: dict, labeled: Path) -> None:
+    from lookalike.evaluation.metrics import leave_one_out
     from lookalike.models.registry import create_model, list_models
-    from lookalike.training.metrics import recall_at_k
 
     model = create_model("fm-head")
     assert model.spec.dim == 1280 + 256 and model.spec.name == "fm-head"  # frozen vector + head output
@@ -84,13 +84,13 @@ def test_trained_model_registers_and_matches_training_geometry(head_model: dict,
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     labels = [p.parent.name for p in paths]
     # The head was fit on 70% of these images: retrieval among them must be far above chance (0.25).
-    assert recall_at_k(vectors, np.unique(labels, return_inverse=True)[1]) > 0.6
+    assert leave_one_out(vectors, np.unique(labels, return_inverse=True)[1], ks=(1,)).recall[1] > 0.6
 
 
 @pytest.fixture(scope="module")
 def unseen(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Image.Image], np.ndarray]:
     """The six classes the head never saw (trousers, dresses, shoes, bags), 20 test-split images each."""
-    from lookalike.evaluation.datasets import write_fashion_mnist_folder
+    from lookalike_data import write_fashion_mnist_folder
 
     root = write_fashion_mnist_folder(tmp_path_factory.mktemp("fm-unseen") / "u", "test", per_class=20)
     paths = sorted(p for p in root.rglob("*.png") if p.parent.name not in CLASSES)
@@ -105,14 +105,14 @@ def test_head_keeps_unseen_class_retrieval(head_model: dict, unseen: tuple[list[
     A head-only embedding (the old default, ``--alpha 0``) trained on these 4 classes drops unseen-class
     mAP@R well below the frozen backbone's; the default blend keeps the backbone's geometry.
     """
+    from lookalike.evaluation.metrics import leave_one_out
     from lookalike.models.registry import create_model
-    from lookalike.training.metrics import retrieval_metrics
 
     images, labels = unseen
-    frozen = retrieval_metrics(create_model("mobilenet_v2").embed(images), labels)
-    trained = retrieval_metrics(create_model("fm-head").embed(images), labels)
-    assert trained["recall@1"] >= frozen["recall@1"] - 0.05, (trained, frozen)
-    assert trained["map@r"] >= 0.9 * frozen["map@r"], (trained, frozen)
+    frozen = leave_one_out(create_model("mobilenet_v2").embed(images), labels, ks=(1,))
+    trained = leave_one_out(create_model("fm-head").embed(images), labels, ks=(1,))
+    assert trained.recall[1] >= frozen.recall[1] - 0.05, (trained, frozen)
+    assert trained.map_at_r >= 0.9 * frozen.map_at_r, (trained, frozen)
 
 
 def test_cli_index_and_search_with_trained_model(head_model: dict, labeled: Path, tmp_path: Path) -> None:
@@ -200,16 +200,3 @@ def test_error_invalid_or_builtin_name(labeled: Path, models_dir: Path) -> None:
     _fails([str(labeled), "--name", "../evil"], "invalid model name")
     _fails([str(tmp := labeled / "missing"), "--name", "ok"], "not a folder")
     assert not tmp.exists()
-
-
-def test_metrics_against_hand_computed_values() -> None:
-    from lookalike.training.metrics import retrieval_metrics
-
-    # Four points on a line; labels a a b b. Leave-one-out neighbours: 0->1 (a), 1->0 or 2, 2->3, 3->2.
-    x = np.array([[1.0, 0.0], [0.9, 0.1], [0.2, 0.8], [0.0, 1.0]], dtype=np.float32)
-    m = retrieval_metrics(x, [0, 0, 1, 1], ks=(1,))
-    assert m["recall@1"] == 1.0 and m["map@r"] == 1.0
-    m = retrieval_metrics(x, [0, 1, 0, 1], ks=(1, 2))
-    # Every nearest neighbour has the other label (R@1 0, AP@R 0 since R=1); the 2nd neighbour is
-    # right for 0 (->2) and 3 (->1) but wrong for 1 (->2) and 2 (->1): R@2 = 0.5.
-    assert m["recall@1"] == 0.0 and m["recall@2"] == 0.5 and m["map@r"] == 0.0

@@ -243,20 +243,8 @@ def _markdown(results: list[ModelEvaluation]) -> str:
 
 
 # -- models ---------------------------------------------------------------------------------------
-#: Reference throughput (images/s) from bench/bench_models.py on a quiet 2-core machine: CNNs on ready
-#: 224-260 px tensors at batch 32 (model only), hashes from one 224 px image's hash time. Decoding is
-#: extra (see the README's ingest table). `lookalike models --measure` measures on this machine instead.
-REFERENCE_SPEED: dict[str, float] = {
-    "mobilenet_v2": 179.1,
-    # The same network pass: one run of the bench (third session, a busier machine) measured 148.8
-    # images/s vs 143.7 for mobilenet_v2, so it is listed at mobilenet_v2's quiet-machine figure.
-    "mobilenet_v2_ml": 179.1,
-    "efficientnet_lite0": 148.3,
-    "efficientnet_lite1": 93.4,
-    "efficientnet_lite2": 71.4,
-    "phash": 2170.0,
-    "dhash": 3230.0,
-}
+#: Where the reference speeds (``ModelSettings.reference_speed``, registered with each model) come from.
+#: `lookalike models --measure` measures on this machine instead.
 SPEED_SOURCE = "bench/bench_models.py on a quiet 2-core machine (model only)"
 
 
@@ -299,9 +287,10 @@ def models_command(
     ] = False,
 ) -> None:
     """List the models: dimension, weights size, speed, and whether they can run offline here."""
-    rows = [_model_row(info) for info in list_models()]
-    for row in rows:
-        name = str(row["name"])
+    infos = list_models()
+    rows = [_model_row(info) for info in infos]
+    for info, row in zip(infos, rows, strict=True):
+        name = info.name
         if measure and row["available"]:
             try:
                 row["images_per_second"] = round(_measure(name), 1)
@@ -309,8 +298,8 @@ def models_command(
             except Exception as exc:  # report, keep listing the others
                 row["images_per_second"] = None
                 row["note"] = f"{row['note']}; measuring failed: {exc}"
-        elif name in REFERENCE_SPEED:
-            row["images_per_second"] = REFERENCE_SPEED[name]
+        elif info.settings.reference_speed is not None:
+            row["images_per_second"] = info.settings.reference_speed
             row["speed_source"] = SPEED_SOURCE
         else:
             row["images_per_second"] = None

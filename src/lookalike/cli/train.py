@@ -88,9 +88,9 @@ def train_command(
 ) -> None:
     """Train a feature extractor on LABELED_DIR and register it as NAME (`lookalike index --model NAME`)."""
     from lookalike.models.registry import UnknownModelError
+    from lookalike.models.trained import PackageError
     from lookalike.models.weights import WeightsNotInstalledError
     from lookalike.training.data import TrainingDataError
-    from lookalike.training.package import PackageError
     from lookalike.training.train import train_model
 
     try:

@@ -40,24 +40,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lookalike.dedup.keep import DEFAULT_KEEP, keep_key
+from lookalike.models.registry import model_settings
 from lookalike.store.base import ItemRecord, Store, VectorRows
 from lookalike.store.vector_index import AUTO_EXACT_LIMIT
 
-#: Cosine threshold per model, measured with bench/bench_neardup.py (see docs/cleaning.md).
-DEFAULT_THRESHOLDS: dict[str, float] = {
-    "mobilenet_v2": 0.86,
-    "mobilenet_v2_ml": 0.86,
-    "efficientnet_lite0": 0.86,
-    "efficientnet_lite1": 0.86,
-    "efficientnet_lite2": 0.86,
-    # hashes: cosine = 1 - 2 * hamming / 64, so 0.6875 is a Hamming distance of 10 (imagededup's default)
-    "phash": 0.6875,
-    "dhash": 0.6875,
-}
-FALLBACK_THRESHOLD = 0.9
-#: Per model: (threshold, margin) of the density-margin rule, measured with bench/bench_neardup.py.
-#: Models not listed use the plain threshold above (margin 0).
-MARGIN_DEFAULTS: dict[str, tuple[float, float]] = {"mobilenet_v2": (0.80, 0.07), "mobilenet_v2_ml": (0.78, 0.07)}
 #: Neighbours at or above this are taken for copies when measuring an image's crowd: its reference is
 #: the k-th neighbour *after* them (big families would otherwise fail their own margin).
 DEFAULT_SURE = 0.95
@@ -75,21 +61,17 @@ _BLOCK_BYTES = 128 * 1024 * 1024
 
 def default_margin(model_name: str | None) -> float:
     """The density margin used by default for this model's vectors (0: plain threshold)."""
-    return MARGIN_DEFAULTS.get(model_name or "", (0.0, 0.0))[1]
+    return model_settings(model_name).dup_margin
 
 
 def default_threshold(model_name: str | None, margin: float | None = None) -> float:
-    """The near-duplicate threshold for vectors of this model.
+    """The near-duplicate threshold for vectors of this model (its ``ModelSettings``, measured with
+    bench/bench_neardup.py; see docs/cleaning.md).
 
     ``margin`` None means the model's default margin. With a margin > 0 the threshold is the looser one
     measured together with the margin rule (0.80 for mobilenet_v2); with margin 0, the plain one (0.86).
     """
-    name = model_name or ""
-    if margin is None:
-        margin = default_margin(name)
-    if margin > 0 and name in MARGIN_DEFAULTS:
-        return MARGIN_DEFAULTS[name][0]
-    return DEFAULT_THRESHOLDS.get(name, FALLBACK_THRESHOLD)
+    return model_settings(model_name).duplicate_threshold(margin)
 
 
 @dataclass

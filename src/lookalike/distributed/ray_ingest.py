@@ -77,9 +77,10 @@ def connect(address: str | None, *, ship_code: bool = True) -> None:
 
     if ray.is_initialized():
         return
-    import lookalike
-
-    runtime_env = {"py_modules": [os.path.dirname(lookalike.__file__)]} if ship_code else None
+    # The package folder, from this file's place in it (importing the package itself for its
+    # __file__ would make distributed depend on the root package that imports it).
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runtime_env = {"py_modules": [package_dir]} if ship_code else None
     kwargs: dict[str, object] = {"runtime_env": runtime_env, "log_to_driver": False}
     if address in (None, "", "local"):
         ray.init(**kwargs)  # type: ignore[arg-type]

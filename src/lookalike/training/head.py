@@ -6,7 +6,9 @@ Training then touches only ~0.8M parameters on 1280-d vectors, so tens of epochs
 take about a minute instead of hours, and there is too little capacity to destroy the backbone's
 general knowledge (which matters for classes the head never saw).
 
-Architecture: ``Linear(in, 512) -> BatchNorm -> ReLU -> Linear(512, dim)`` then L2 normalisation.
+Architecture: ``Linear(in, 512) -> BatchNorm -> ReLU -> Linear(512, dim)`` then L2 normalisation,
+blended with the frozen vector (:mod:`lookalike.models.projection_head`, where loading a trained
+package finds it too).
 
 Loss: *normalised softmax* (cosine classifier with one learnable proxy per class, scale 16, label
 smoothing 0.1; Zhai & Wu 2019, "Classification is a strong baseline for deep metric learning").
@@ -24,11 +26,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lookalike.evaluation.metrics import leave_one_out
+from lookalike.models.projection_head import build_head
 from lookalike.training.common import EarlyStopping, EpochStats, TrainProgress, close_epoch, seed_everything
-from lookalike.training.metrics import retrieval_metrics
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 
@@ -66,45 +68,6 @@ class HeadConfig:
         return asdict(self)
 
 
-def build_head(in_dim: int, hidden: int, dim: int, alpha: float = 0.0) -> nn.Module:
-    """The projection head; with ``alpha > 0`` its embedding keeps the frozen vector too.
-
-    Why the blend: a head trained on a few classes collapses the directions that separate classes it
-    never saw (Fashion-MNIST, trained on 5 classes: unseen-class Recall@1 0.948 -> 0.873, mAP@R
-    halved). The embedding ``normalize([alpha * normalize(x - mean), (1 - alpha) * project(x)])``
-    has cosine ``(alpha^2 cos_frozen + (1 - alpha)^2 cos_head) / (alpha^2 + (1 - alpha)^2)``: a fixed
-    mix of the backbone's general geometry and the learned one. ``mean`` is a buffer (zeros unless
-    centring was asked for), so it travels in the state dict and the ONNX graph.
-    """
-    import torch
-    from torch import nn
-
-    class ProjectionHead(nn.Module):
-        """Backbone vector -> unit-norm embedding. Input: ``(n, in_dim)`` float32."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.alpha = float(alpha)
-            self.net = nn.Sequential(
-                nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim)
-            )
-            if self.alpha > 0:
-                self.register_buffer("mean", torch.zeros(in_dim))
-
-        def project(self, x: torch.Tensor) -> torch.Tensor:
-            """The trained part alone (what the loss sees)."""
-            return nn.functional.normalize(self.net(x), dim=1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if self.alpha <= 0:
-                return self.project(x)
-            frozen = nn.functional.normalize(x - self.mean, dim=1)
-            both = torch.cat([self.alpha * frozen, (1 - self.alpha) * self.project(x)], dim=1)
-            return nn.functional.normalize(both, dim=1)
-
-    return ProjectionHead()
-
-
 @dataclass
 class HeadResult:
     state_dict: dict[str, object]
@@ -131,11 +94,16 @@ def validation_recall(val: np.ndarray, val_labels: np.ndarray, train: np.ndarray
     """Recall@1 of validation images searching validation + training images (leave-one-out).
 
     Searching the training images too is what a user's index does, and it keeps the metric stable
-    when the validation split has only a few images per class.
+    when the validation split has only a few images per class. Computed by ``lookalike eval``'s
+    :func:`~lookalike.evaluation.metrics.leave_one_out` (cosine, ties to the lower index), so the two
+    commands report the same Recall@1 for the same vectors.
     """
     gallery = np.concatenate([val, train])
     labels = np.concatenate([val_labels, train_labels])
-    return retrieval_metrics(val, val_labels, gallery, labels, ks=(1,), map_at_r=False, self_offset=0)["recall@1"]
+    scores = leave_one_out(gallery, labels, ks=(1,), query_rows=np.arange(len(val)), with_map_at_r=False)
+    if scores.n_queries == 0:
+        raise ValueError("no validation image has a same-label image to find")
+    return scores.recall[1]
 
 
 def train_head(
@@ -235,10 +203,3 @@ def train_head(
     result.best_epoch = stopper.best_epoch
     result.train_seconds = time.perf_counter() - start_time
     return result
-
-
-def load_head(state_dict: dict[str, object], in_dim: int, hidden: int, dim: int, alpha: float = 0.0) -> nn.Module:
-    """``dim`` is the head's output size (not the blended embedding's)."""
-    head = build_head(in_dim, hidden, dim, alpha)
-    head.load_state_dict(state_dict)  # type: ignore[arg-type]
-    return head.eval()

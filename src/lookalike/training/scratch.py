@@ -1,10 +1,7 @@
 """Recipe ``scratch``: the original system's CNN, trained from random weights, for parity and comparison.
 
-Architecture (as in the original car-type classifier): 100x100 RGB input; seven 3x3 convolutions
-without padding (32, 32, 64, 64, 128, 128, 128 channels), each followed by BatchNorm and ReLU, 2x2 max
-pooling after the 2nd, 4th and 7th (100 -> 96 -> 48 -> 44 -> 22 -> 16 -> 8, so 128 x 8 x 8 = 8192
-values); then fully connected 8192 -> 514 -> 128 -> classes, BatchNorm + ReLU after the first two.
-Trained as a classifier (cross-entropy); afterwards the 128-d and class layers are dropped and the
+The network (:mod:`lookalike.models.scratch_cnn`, where loading a trained package finds it too) is
+trained as a classifier (cross-entropy); afterwards the 128-d and class layers are dropped and the
 514-d fc1 activation is the embedding.
 
 Cost: about 1 GFLOP per 100x100 image forward, ~3 GFLOP forward + backward, so roughly 10-20 images/s
@@ -20,23 +17,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lookalike.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor
+from lookalike.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from lookalike.models.scratch_cnn import EMBED_DIM, build_scratch
 from lookalike.training.common import EarlyStopping, EpochStats, TrainProgress, close_epoch, seed_everything
 from lookalike.training.head import validation_recall
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-INPUT_SIZE = 100
-EMBED_DIM = 514
-_CONV = (32, 32, 64, 64, 128, 128, 128)
-_POOL_AFTER = (1, 3, 6)  # zero-based: after the 2nd, 4th and 7th convolution
-
-
-def preprocessor() -> ImagePreprocessor:
-    """Whole image squashed to 100x100, ImageNet mean/std: the same at training and inference."""
-    return ImagePreprocessor(size=INPUT_SIZE)
 
 
 @dataclass
@@ -52,55 +40,6 @@ class ScratchConfig:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def build_scratch(n_classes: int) -> nn.Module:
-    import torch
-    from torch import nn
-
-    class ScratchCNN(nn.Module):
-        """``forward`` -> class logits; ``embed`` -> the 514-d fc1 activation."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            layers: list[nn.Module] = []
-            channels = 3
-            for i, out in enumerate(_CONV):
-                layers += [nn.Conv2d(channels, out, 3, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
-                if i in _POOL_AFTER:
-                    layers.append(nn.MaxPool2d(2))
-                channels = out
-            self.features = nn.Sequential(*layers)
-            self.fc1 = nn.Sequential(
-                nn.Linear(128 * 8 * 8, EMBED_DIM), nn.BatchNorm1d(EMBED_DIM), nn.ReLU(inplace=True)
-            )
-            self.fc2 = nn.Sequential(nn.Linear(EMBED_DIM, 128), nn.BatchNorm1d(128), nn.ReLU(inplace=True))
-            self.classifier = nn.Linear(128, n_classes)
-
-        def embed(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc1(torch.flatten(self.features(x), 1))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.classifier(self.fc2(self.embed(x)))
-
-    return ScratchCNN()
-
-
-def embedding_module(model: nn.Module) -> nn.Module:
-    """The inference network: input -> 514-d fc1 activation (classifier layers dropped)."""
-    import torch
-    from torch import nn
-
-    class ScratchEmbedding(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.features = model.features
-            self.fc1 = model.fc1
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc1(torch.flatten(self.features(x), 1))
-
-    return ScratchEmbedding().eval()
 
 
 @dataclass
@@ -222,9 +161,3 @@ def train_scratch(
     result.best_epoch = stopper.best_epoch
     result.train_seconds = time.perf_counter() - start_time
     return result
-
-
-def load_scratch(state_dict: dict[str, object], n_classes: int) -> nn.Module:
-    model = build_scratch(n_classes)
-    model.load_state_dict(state_dict)  # type: ignore[arg-type]
-    return model.eval()

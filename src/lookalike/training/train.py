@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 
 from lookalike.models.registry import create_model
+from lookalike.models.scratch_cnn import EMBED_DIM, INPUT_SIZE, preprocessor
+from lookalike.models.trained import ModelPackage, PackageError
 from lookalike.training.common import HEAD_BACKBONE, TrainProgress
 from lookalike.training.data import LabeledImages, scan_labeled_folder, split_validation
 from lookalike.training.features import FeatureCache, extract_features
 from lookalike.training.head import HeadConfig, train_head
-from lookalike.training.package import ModelPackage, PackageError, check_can_save, save_package
-from lookalike.training.scratch import EMBED_DIM, INPUT_SIZE, ScratchConfig, preprocessor, train_scratch
+from lookalike.training.package import check_can_save, save_package
+from lookalike.training.scratch import ScratchConfig, train_scratch
 
 RECIPES = ("head", "scratch")
 
@@ -47,7 +49,7 @@ def train_model(
     """Train ``recipe`` on ``labeled_dir`` (``ROOT/<class>/<images>``) and save it as model ``name``.
 
     Raises :class:`~lookalike.training.data.TrainingDataError` for unusable data and
-    :class:`~lookalike.training.package.PackageError` for a taken or invalid name (before any work).
+    :class:`~lookalike.models.trained.PackageError` for a taken or invalid name (before any work).
     """
     if recipe not in RECIPES:
         raise PackageError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}")
@@ -188,8 +190,8 @@ def _check_export(package: ModelPackage, sample: np.ndarray, state: dict[str, An
     """Export to ONNX (cached) and make sure the graph reproduces the torch head on real features."""
     import torch
 
-    from lookalike.training.head import load_head
-    from lookalike.training.package import HeadEmbedder
+    from lookalike.models.projection_head import load_head
+    from lookalike.models.trained import HeadEmbedder
 
     embedder = package.embedder()
     assert isinstance(embedder, HeadEmbedder)

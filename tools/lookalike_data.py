@@ -1,4 +1,9 @@
-"""Real image data for tests, benchmarks and evaluation, taken from Debian packages.
+"""Real image data for the tests, benchmarks and scripts, taken from Debian packages.
+
+Not part of the installed ``lookalike`` package: nothing in the library uses it, and it runs
+``apt-get download`` and parses Qt resource files, which an installed library has no business doing.
+``tests/conftest.py``, the ``bench/`` scripts and ``scripts/fetch_data.py`` put ``tools/`` on
+``sys.path`` and ``import lookalike_data``.
 
 Why Debian packages: they are the only image source reachable from CI (no general
 internet), they are versioned, and every package carries a machine-readable
