@@ -130,7 +130,6 @@ def export_onnx(recipe: ExportRecipe, path: Path, *, fingerprint: str | None = N
     fingerprint = fingerprint or recipe.fingerprint()
     module = recipe.build().eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tag_cache_dir(path.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".onnx.tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -177,6 +176,7 @@ def export_onnx(recipe: ExportRecipe, path: Path, *, fingerprint: str | None = N
                 os.close(dir_fd)
     finally:
         tmp.unlink(missing_ok=True)
+    tag_cache_dir(path.parent)  # a cache: never indexed or backed up (a failed export leaves nothing)
     log.info("exported %s to %s", recipe.name, path)
     return path
 
