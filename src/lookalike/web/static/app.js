@@ -2,19 +2,13 @@
 // Plain JavaScript, no build step and no third-party code (the page must work offline).
 "use strict";
 (function () {
-  const form = document.getElementById("search-form");
-  const fileInput = document.getElementById("file");
-  const kInput = document.getElementById("k");
-  const statusBox = document.getElementById("status");
-  const errorBox = document.getElementById("error");
-  const queryFigure = document.getElementById("query");
-  const queryImage = document.getElementById("query-image");
-  const queryName = document.getElementById("query-name");
-  const section = document.getElementById("results-section");
-  const noMatch = document.getElementById("no-match");
-  const showAnyway = document.getElementById("show-anyway");
-  const grid = document.getElementById("results");
-  const title = document.getElementById("results-title");
+  const $ = (id) => document.getElementById(id);
+  // The page's parts, by region: the form, the messages, the query preview, the results.
+  const [form, fileInput, kInput] = [$("search-form"), $("file"), $("k")];
+  const [statusBox, errorBox] = [$("status"), $("error")];
+  const [queryFigure, queryImage, queryName] = [$("query"), $("query-image"), $("query-name")];
+  const [section, title, grid] = [$("results-section"), $("results-title"), $("results")];
+  const [noMatch, showAnyway] = [$("no-match"), $("show-anyway")];
   let current = null; // the last picture searched, so changing k re-runs it
   let previewUrl = null;
 

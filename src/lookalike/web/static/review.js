@@ -105,13 +105,11 @@
     section.hidden = false;
   }
 
-  let reload = null;
+  let reload = null; // the last listing, run again after quarantining
 
-  $("dups-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    showError("");
-    statusBox.textContent = "Looking for duplicates…";
-    reload = async () => renderGroups(await call("/api/review/dups?threshold=" + $("dups-threshold").value));
+  async function load(message, listing) {
+    statusBox.textContent = message;
+    reload = listing;
     try {
       await reload();
       statusBox.textContent = "";
@@ -119,6 +117,14 @@
       statusBox.textContent = "";
       showError(e.message);
     }
+  }
+
+  $("dups-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    showError("");
+    await load("Looking for duplicates…", async () =>
+      renderGroups(await call("/api/review/dups?threshold=" + $("dups-threshold").value))
+    );
   });
 
   $("sweep-form").addEventListener("submit", async (event) => {
@@ -129,15 +135,7 @@
     for (const id of $("sweep-unlike").value.split(/[\s,]+/).filter(Boolean)) form.append("unlike", id);
     if ($("sweep-image").files.length) form.append("image", $("sweep-image").files[0]);
     form.append("threshold", $("sweep-threshold").value);
-    statusBox.textContent = "Sweeping…";
-    reload = async () => renderSweep(await call("/api/review/sweep", { method: "POST", body: form }));
-    try {
-      await reload();
-      statusBox.textContent = "";
-    } catch (e) {
-      statusBox.textContent = "";
-      showError(e.message);
-    }
+    await load("Sweeping…", async () => renderSweep(await call("/api/review/sweep", { method: "POST", body: form })));
   });
 
   $("quarantine").addEventListener("click", async () => {
