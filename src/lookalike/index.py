@@ -53,7 +53,8 @@ class Index:
         if identity is not None and identity.get("name") != self.model_name:
             raise ModelMismatchError(
                 f"this index was built with model {identity.get('name')!r}, not {self.model_name!r}; "
-                f"vectors of different models cannot be mixed. Use --model {identity.get('name')} or a new --db."
+                "vectors of different models cannot be mixed. "
+                f"Open it with model {identity.get('name')!r}, or use a new index."
             )
         if self._model is not None:
             self._check_identity(self._model)

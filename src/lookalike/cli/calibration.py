@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from lookalike.cli.common import err, friendly_errors, out, print_json
+from lookalike.cli.common import DEFAULT_DB, DbOption, JsonOption, err, friendly_errors, out, print_json
 from lookalike.index import Index
 
 
@@ -17,14 +16,14 @@ def register(app: typer.Typer) -> None:
 
 
 def calibrate_command(
-    db: Annotated[Path, typer.Option("--db", help="Index folder.")] = Path("lookalike.db"),
+    db: DbOption = DEFAULT_DB,
     copies: Annotated[int, typer.Option(min=1, help="Indexed images to make edited copies of.")] = 200,
     neighbours: Annotated[int, typer.Option(min=1, help="Items whose nearest neighbours are measured.")] = 2000,
     knn_k: Annotated[
         int | None, typer.Option("--knn-k", min=1, max=100, help="k of the k-NN no-match rule (default: by size).")
     ] = None,
     show: Annotated[bool, typer.Option("--show", help="Only show the stored calibration.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Recompute the collection's calibration now (it is also refreshed by `index` when stale)."""
     with friendly_errors(db):

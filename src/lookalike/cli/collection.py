@@ -10,21 +10,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lookalike.cli.common import BarProgress, err, friendly_errors, out, print_json
+from lookalike.cli.common import (
+    DEFAULT_DB,
+    BarProgress,
+    DbOption,
+    JsonOption,
+    QuietOption,
+    err,
+    fail,
+    friendly_errors,
+    out,
+    print_json,
+)
 from lookalike.index import Index, is_item_id
 from lookalike.ingest import IngestReport
+from lookalike.search.no_match import NO_MATCH_RULES
 from lookalike.search.results import QueryResult
-
-DbOption = Annotated[
-    Path,
-    typer.Option(
-        "--db",
-        envvar="LOOKALIKE_DB",
-        help="Index folder (created by `index` if missing), a Milvus Lite file (*.milvus.db) "
-        "or milvus://HOST:PORT/COLLECTION.",
-    ),
-]
-DEFAULT_DB = Path("lookalike.db")
 
 
 def register(app: typer.Typer) -> None:
@@ -69,8 +70,8 @@ def index_command(
             "(catches files rewritten in place with their old timestamp).",
         ),
     ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Add images under PATHS to the index; re-runs only embed new or changed files.
 
@@ -119,7 +120,7 @@ def search_command(
     db: DbOption = DEFAULT_DB,
     k: Annotated[int, typer.Option("-k", "--top", min=1, max=1000, help="How many results per query.")] = 4,
     item_id: Annotated[list[int] | None, typer.Option("--id", help="Query by indexed item id (repeatable).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")] = False,
+    json_output: JsonOption = False,
     text: Annotated[
         list[str] | None,
         typer.Option(
@@ -141,17 +142,14 @@ def search_command(
     """Find the indexed images most similar to each query image (or matching --text), best first."""
     queries: list[str | int] = [*(images or []), *(item_id or [])]
     if not queries and not text:
-        err.print("[red]error:[/red] give at least one query image, --id or --text")
-        raise typer.Exit(2)
+        fail("give at least one query image, --id or --text")
     bad_id = next((i for i in item_id or [] if not is_item_id(i)), None)
     if bad_id is not None:  # checked here: the store would overflow on it (a traceback, not "no such item")
-        err.print(f"[red]error:[/red] --id {bad_id} is not an item id (ids run from 0 to 2^63-1)", soft_wrap=True)
-        raise typer.Exit(2)
+        fail(f"--id {bad_id} is not an item id (ids run from 0 to 2^63-1)")
+    if no_match_rule not in NO_MATCH_RULES:
+        fail(f"--no-match-rule must be one of {', '.join(NO_MATCH_RULES)}")
     with friendly_errors(db):
         index = Index.open(db, create=False)
-        if no_match_rule not in ("auto", "knn", "fixed"):
-            err.print("[red]error:[/red] --no-match-rule must be auto, knn or fixed")
-            raise typer.Exit(2)
         results = index.search_many(queries, k=k, no_match_rule=no_match_rule, accept_rate=accept) if queries else []
         results += [index.search_text(t, k=k) for t in text or []]
         index.close()
@@ -210,7 +208,7 @@ def _print_result(result: QueryResult) -> None:
 
 def info_command(
     db: DbOption = DEFAULT_DB,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Show what an index holds: count, model, dimensions, size on disk, last update."""
     with friendly_errors(db):
@@ -234,7 +232,7 @@ def info_command(
 
 def repair_command(
     db: DbOption = DEFAULT_DB,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Make a damaged index usable: keep the intact items, drop those whose vectors are lost.
 
@@ -256,13 +254,21 @@ def repair_command(
 
 
 def demo_command(
-    db: Annotated[Path | None, typer.Option("--db", help="Where to build the demo index.")] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            envvar="LOOKALIKE_DEMO_DB",
+            help="Where to build the demo index (default: $LOOKALIKE_DEMO_DB, else ./lookalike-demo.db; never "
+            "$LOOKALIKE_DB, so the demo photos cannot land in your own index).",
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=50)] = 4,
 ) -> None:
     """Index the bundled demo photos and search them with the bundled query images."""
     from lookalike.demo import demo_images_dir, demo_queries_dir
 
-    target = db or Path(os.environ.get("LOOKALIKE_DEMO_DB", "lookalike-demo.db"))
+    target = db or Path("lookalike-demo.db")
     with friendly_errors(target):
         index = Index.open(target, read_only=False)
         with BarProgress() as progress:

@@ -13,11 +13,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lookalike.cli.common import err, friendly_errors, out, print_json
+from lookalike.cli.common import JsonOption, err, fail, friendly_errors, out, print_json
 from lookalike.evaluation.metrics import DEFAULT_KS
 from lookalike.evaluation.retrieval import (
     ADAPTATIONS,
-    EvaluationError,
     ModelEvaluation,
     collect_images,
     evaluate_model,
@@ -39,7 +38,7 @@ def eval_command(
         list[str] | None,
         typer.Option("--model", "-m", help=f"Model to evaluate (repeatable; default {DEFAULT_MODEL})."),
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")] = False,
+    json_output: JsonOption = False,
     markdown: Annotated[
         bool, typer.Option("--markdown", help="Print Markdown tables (for a README or issue).")
     ] = False,
@@ -59,18 +58,12 @@ def eval_command(
 ) -> None:
     """Leave-one-out retrieval over a labelled folder: Recall@1/5/10, mAP@R, per-class table, images/s."""
     if json_output and markdown:
-        err.print("[red]error:[/red] choose one of --json and --markdown")
-        raise typer.Exit(2)
+        fail("choose one of --json and --markdown")
     if adaptation not in ADAPTATIONS:
-        err.print(f"[red]error:[/red] --adapt must be one of {', '.join(ADAPTATIONS)}")
-        raise typer.Exit(2)
+        fail(f"--adapt must be one of {', '.join(ADAPTATIONS)}")
     names = model or [DEFAULT_MODEL]
-    try:
-        data = labelled_folder(labeled_dir)
-        ood_sources = collect_images(ood) if ood is not None else []
-    except EvaluationError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    data = labelled_folder(labeled_dir)
+    ood_sources = collect_images(ood) if ood is not None else []
     if not json_output:
         err.print(f"{len(data.paths)} images in {len(data.class_names)} classes under {labeled_dir}")
     results: list[ModelEvaluation] = []
@@ -78,24 +71,19 @@ def eval_command(
         try:
             embedder = create_model(name)
         except (UnknownModelError, WeightsNotInstalledError, ImportError) as exc:
-            err.print(f"[red]error:[/red] model {name}: {exc}")
-            raise typer.Exit(2) from exc
+            fail(f"model {name}: {exc}")
         with _bar(name, len(data.paths), enabled=not json_output) as advance:
-            try:
-                results.append(
-                    evaluate_model(
-                        embedder,
-                        data,
-                        adaptation=adaptation,
-                        neardup=neardup_images if neardup else 0,
-                        ood_sources=ood_sources,
-                        workers=workers,
-                        progress=advance,
-                    )
+            results.append(
+                evaluate_model(
+                    embedder,
+                    data,
+                    adaptation=adaptation,
+                    neardup=neardup_images if neardup else 0,
+                    ood_sources=ood_sources,
+                    workers=workers,
+                    progress=advance,
                 )
-            except EvaluationError as exc:
-                err.print(f"[red]error:[/red] {exc}")
-                raise typer.Exit(2) from exc
+            )
     if json_output:
         print_json(_document(labeled_dir, data.class_names, results))
     elif markdown:
@@ -281,7 +269,7 @@ def _measure(name: str, n: int = 64) -> float:
 
 
 def models_command(
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    json_output: JsonOption = False,
     measure: Annotated[
         bool, typer.Option("--measure", help="Time each available model here (loads every model: slow).")
     ] = False,

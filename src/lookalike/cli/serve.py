@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lookalike.cli.common import err, friendly_errors
+from lookalike.cli.common import DEFAULT_DB, DbOption, err, fail, friendly_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 
 def serve_command(
-    db: Annotated[Path, typer.Option("--db", help="Index folder to serve (made by `lookalike index`).")],
+    db: DbOption = DEFAULT_DB,
     host: Annotated[str, typer.Option(help="Address to bind. Keep 127.0.0.1 unless others must reach it.")] = (
         "127.0.0.1"
     ),
@@ -66,13 +66,12 @@ def serve_command(
         try:
             token = read_token_file(token_file)
         except (OSError, ValueError) as exc:
-            err.print(f"[red]error:[/red] cannot use the token file: {exc}")
-            raise typer.Exit(2) from exc
+            fail(f"cannot use the token file: {exc}")
         if token_file.stat().st_mode & 0o077:
             err.print(f"[yellow]warning:[/yellow] {token_file} is readable by other users (chmod 600 it)")
     if not _is_loopback(host):
         err.print(f"[yellow]warning:[/yellow] binding {host}: the page and API are reachable from the network")
-    with friendly_errors():
+    with friendly_errors(db):
         app = create_app(
             db,
             token=token,

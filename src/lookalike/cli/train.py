@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lookalike.cli.common import err, friendly_errors, out, print_json
+from lookalike.cli.common import JsonOption, QuietOption, err, friendly_errors, out, print_json
 from lookalike.training.common import HEAD_BACKBONE, EpochStats, TrainProgress
 
 
@@ -83,34 +83,26 @@ def train_command(
             min=0.0, max=1.0, help="Weight of the frozen backbone vector in a head model's embedding (default 0.8)."
         ),
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the training report as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Train a feature extractor on LABELED_DIR and register it as NAME (`lookalike index --model NAME`)."""
-    from lookalike.models.registry import UnknownModelError
-    from lookalike.models.trained import PackageError
-    from lookalike.models.weights import WeightsNotInstalledError
-    from lookalike.training.data import TrainingDataError
     from lookalike.training.train import train_model
 
-    try:
-        with RichTrainProgress(enabled=not (quiet or json_output)) as progress:
-            package = train_model(
-                labeled_dir,
-                name,
-                recipe=recipe,
-                epochs=epochs,
-                val_split=val_split,
-                seed=seed,
-                force=force,
-                backbone=backbone,
-                views=views,
-                alpha=alpha,
-                progress=progress,
-            )
-    except (TrainingDataError, PackageError, UnknownModelError, WeightsNotInstalledError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    with RichTrainProgress(enabled=not (quiet or json_output)) as progress:  # errors: friendly_errors
+        package = train_model(
+            labeled_dir,
+            name,
+            recipe=recipe,
+            epochs=epochs,
+            val_split=val_split,
+            seed=seed,
+            force=force,
+            backbone=backbone,
+            views=views,
+            alpha=alpha,
+            progress=progress,
+        )
     report = package.report
     if json_output:
         print_json({"name": package.name, "path": str(package.path), "report": report})

@@ -93,7 +93,7 @@ def sweep(
 ) -> SweepResult:
     """Every indexed item scoring >= ``threshold`` against a like-example and closer to likes than unlikes."""
     if not like:
-        raise ValueError("give at least one --like example")
+        raise ValueError("give at least one example picture to sweep by")
     pos = example_vectors(index, like)
     neg = example_vectors(index, unlike) if unlike else None
     ids, vectors = index.store.vector_rows()  # read block by block, never all in RAM

@@ -13,7 +13,10 @@ from lookalike.store.base import Store, StoreError
 
 
 class CalibrationUnavailable(StoreError):
-    """``--precision`` was asked for but this index holds no usable calibration."""
+    """A target precision was asked for but this index holds no usable calibration (a plain threshold works)."""
+
+    def __init__(self, *args: object, parameters: tuple[str, ...] = ("threshold",)) -> None:
+        super().__init__(*args, parameters=parameters)
 
 
 def precision_threshold(store: Store, precision: float) -> float:
@@ -22,9 +25,11 @@ def precision_threshold(store: Store, precision: float) -> float:
         raise ValueError("precision must be between 0 and 1 (exclusive), e.g. 0.99")
     cal = calib.load_calibration(store)
     model = str((store.model_identity or {}).get("name", ""))
-    hint = "run `lookalike calibrate --db DB` (needs at least 20 images still on disk), or use --threshold T"
+    hint = "calibrate the index first (`lookalike calibrate`: at least 20 images still on disk), or give a threshold"
     if cal is None:
-        raise CalibrationUnavailable(f"this index has no calibration, so --precision has nothing to go by; {hint}")
+        raise CalibrationUnavailable(
+            f"this index has no calibration, so a target precision has nothing to go by; {hint}"
+        )
     if not cal.ok:
         raise CalibrationUnavailable(f"this index's calibration is unusable ({cal.reason}); {hint}")
     if cal.model and model and cal.model != model:

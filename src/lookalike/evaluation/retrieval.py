@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lookalike.errors import LookalikeError
 from lookalike.imaging.discover import Skip, walk_images
 from lookalike.imaging.edits import NEARDUP_EDITS
 from lookalike.imaging.load import ImageLoadError, load_image, to_rgb
@@ -56,7 +57,7 @@ ADAPTATIONS = ("none", "center", "whiten")
 WHITEN_DIM = 256
 
 
-class EvaluationError(ValueError):
+class EvaluationError(LookalikeError, ValueError):
     """The folder cannot be evaluated as asked (no classes, too few images...)."""
 
 

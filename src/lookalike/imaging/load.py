@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from lookalike.errors import LookalikeError
+
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Image.MAX_IMAGE_PIXELS keeps Pillow's default: it guards Image.open calls made outside decode_image.
 # Inside it, our own per-call limit takes its place at every one of Pillow's checkpoints (see _bomb_check).
@@ -29,7 +31,7 @@ DEFAULT_MAX_PIXELS = 130_000_000
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 
 
-class ImageLoadError(Exception):
+class ImageLoadError(LookalikeError):
     """A file that cannot become a picture. ``reason`` is a short machine-readable code."""
 
     def __init__(self, reason: str, detail: str) -> None:

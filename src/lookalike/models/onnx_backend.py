@@ -36,6 +36,7 @@ import numpy as np
 import onnxruntime as ort
 from platformdirs import user_cache_dir
 
+from lookalike.errors import LookalikeError
 from lookalike.imaging.discover import tag_cache_dir
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ _REFERENCE_KEY = "lookalike.reference_outputs"
 _REFERENCE_VALUES = 32  # per output, from the first image of the fixed batch
 
 
-class ExportError(RuntimeError):
+class ExportError(LookalikeError, RuntimeError):
     """The exported graph does not reproduce the torch network."""
 
 

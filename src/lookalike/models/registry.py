@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lookalike.errors import LookalikeError
 from lookalike.models.base import Embedder
 
 DEFAULT_MODEL = "mobilenet_v2_ml"
@@ -61,7 +62,7 @@ _REGISTRY: dict[str, ModelInfo] = {}
 _BUILTINS_LOADED = False
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(LookalikeError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; we want plain text
         return str(self.args[0])
 

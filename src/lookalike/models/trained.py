@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from platformdirs import user_data_dir
 
+from lookalike.errors import LookalikeError
 from lookalike.models.base import Embedder, ModelSpec, l2_normalize
 from lookalike.models.onnx_backend import ExportRecipe, OnnxModel, file_sha256, load_or_export
 from lookalike.models.registry import ModelInfo, create_model
@@ -41,7 +42,7 @@ PACKAGE_FORMAT = 1
 PACKAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class PackageError(ValueError):
+class PackageError(LookalikeError, ValueError):
     """A model package is missing, malformed, or cannot be written; the message says why."""
 
 

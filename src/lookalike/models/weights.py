@@ -9,8 +9,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from lookalike.errors import LookalikeError
 
-class WeightsNotInstalledError(RuntimeError):
+
+class WeightsNotInstalledError(LookalikeError, RuntimeError):
     """The package that ships a model's weights is missing; the message says what to install."""
 
 

@@ -49,7 +49,10 @@ def open_store(
         from lookalike.store.milvus import MilvusStore
 
         if index_kind not in (None, "auto"):
-            raise StoreError("--index applies to the embedded store; Milvus builds its own index")
+            raise StoreError(
+                "an index kind applies to the embedded store only; Milvus builds its own index",
+                parameters=("index_kind",),
+            )
         return MilvusStore.open(text, create=create)
     from lookalike.store.local import LocalStore
 

@@ -12,13 +12,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lookalike.errors import LookalikeError
 
-class StoreError(Exception):
+
+class StoreError(LookalikeError):
     """A store that cannot be used as asked (wrong model, locked, damaged)."""
 
 
 class ModelMismatchError(StoreError):
     """The index was built by another model or preprocessing; its vectors must not be mixed."""
+
+    def __init__(self, *args: object, parameters: tuple[str, ...] = ("model", "db")) -> None:
+        super().__init__(*args, parameters=parameters)
 
 
 class DamagedIndexError(StoreError):
@@ -49,7 +54,7 @@ def model_mismatch_message(have: dict[str, object], want: dict[str, object]) -> 
     ]
     return (
         f"this index was built with model {have.get('name')!r} and cannot mix vectors from another model "
-        f"or preprocessing ({'; '.join(diffs)}). Use --model {have.get('name')} or a new --db."
+        f"or preprocessing ({'; '.join(diffs)}). Open it with model {have.get('name')!r}, or use a new index."
     )
 
 

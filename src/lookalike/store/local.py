@@ -473,7 +473,7 @@ class LocalStore(Store):
             try:
                 parse_spec(self.index_kind, int(dim))  # type: ignore[call-overload]
             except IndexSpecError as exc:
-                raise StoreError(f"--index {self.index_kind}: {exc}") from exc
+                raise StoreError(f"index kind {self.index_kind!r}: {exc}", parameters=("index_kind",)) from exc
 
     def _vector_tag(self) -> str:
         return str(self._meta("vector_file")).removesuffix(".f32").replace("-", "")

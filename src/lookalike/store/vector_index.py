@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.durable import fsync_dir
+from lookalike.errors import LookalikeError
 
 #: Latency target for the exact scan: ``auto`` stays exact while n x dim is at most this many
 #: floats (measured: 20k x 1280-d float32 takes ~4 ms on 2 cores; 100k x 1280 ~18 ms).
@@ -54,7 +55,7 @@ TARGET_RECALL = 0.97
 TUNE_QUERIES = 256
 
 
-class IndexSpecError(ValueError):
+class IndexSpecError(LookalikeError, ValueError):
     """A factory string that does not describe an index we can build."""
 
 

@@ -18,6 +18,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
+from lookalike.errors import LookalikeError
 from lookalike.imaging.discover import Skip, walk_images
 from lookalike.imaging.load import ImageLoadError, load_image
 from lookalike.pipeline.runner import Pipeline, Work
@@ -25,7 +26,7 @@ from lookalike.pipeline.runner import Pipeline, Work
 T = TypeVar("T")
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(LookalikeError, ValueError):
     """The labelled folder cannot be trained on; the message says why and what to do."""
 
 
@@ -106,7 +107,7 @@ def split_validation(labels: np.ndarray, val_split: float, seed: int) -> tuple[n
     """Stratified split: about ``val_split`` of each class to validation, at least one image per class
     (and at least one kept for training) when ``val_split > 0``. Returns sorted index arrays."""
     if not 0.0 <= val_split < 1.0:
-        raise TrainingDataError(f"--val-split must be in [0, 1), got {val_split}")
+        raise TrainingDataError(f"the validation split must be in [0, 1), got {val_split}", parameters=("val_split",))
     rng = np.random.default_rng(seed)
     train: list[np.ndarray] = []
     val: list[np.ndarray] = []

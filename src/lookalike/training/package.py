@@ -39,7 +39,7 @@ def validate_name(name: str) -> None:
             f"invalid model name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     if name in builtin_names():
-        raise PackageError(f"{name!r} is a built-in model; choose another --name")
+        raise PackageError(f"{name!r} is a built-in model; choose another name", parameters=("name",))
 
 
 def check_can_save(name: str, force: bool) -> None:
@@ -47,7 +47,8 @@ def check_can_save(name: str, force: bool) -> None:
     validate_name(name)
     if (models_dir() / name).exists() and not force:
         raise PackageError(
-            f"a model named {name!r} already exists in {models_dir()}; choose another --name or pass --force"
+            f"a model named {name!r} already exists in {models_dir()}; choose another name, or replace it",
+            parameters=("name", "force"),
         )
 
 
@@ -80,7 +81,10 @@ def save_package(
         old: Path | None = None
         if dest.exists():
             if not force:
-                raise PackageError(f"a model named {name!r} appeared while training; pass --force to replace it")
+                raise PackageError(
+                    f"a model named {name!r} appeared while training; replace it or choose another name",
+                    parameters=("force", "name"),
+                )
             old = Path(tempfile.mkdtemp(prefix=f".{name}-old-", dir=root))
             os.replace(dest, old / name)
         os.replace(tmp, dest)

@@ -54,9 +54,9 @@ def train_model(
     if recipe not in RECIPES:
         raise PackageError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}")
     if alpha is not None and not 0.0 <= alpha <= 1.0:
-        raise PackageError("--alpha must be between 0 and 1")
+        raise PackageError("alpha (the backbone's share of the vector) must be between 0 and 1", parameters=("alpha",))
     if epochs is not None and epochs < 1:
-        raise PackageError("--epochs must be at least 1")
+        raise PackageError("epochs must be at least 1", parameters=("epochs",))
     check_can_save(name, force)
     progress = progress or TrainProgress()
     started = time.perf_counter()
