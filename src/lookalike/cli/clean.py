@@ -8,18 +8,25 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lookalike.cli.common import err, friendly_errors, out, print_json
+from lookalike.cli.common import (
+    DEFAULT_DB,
+    DbOption,
+    JsonOption,
+    OptionalDbOption,
+    err,
+    fail,
+    friendly_errors,
+    out,
+    print_json,
+)
 from lookalike.dedup.groups import LINKAGES, DupGroup, default_margin, default_threshold, find_duplicate_groups
 from lookalike.dedup.keep import DEFAULT_KEEP, KEEP_RULES
 from lookalike.dedup.quarantine import QuarantineReport, RestoreReport, quarantine, restore
 from lookalike.dedup.report import dups_html, sweep_html, write_html
 from lookalike.dedup.sweep import DEFAULT_SWEEP_THRESHOLD, sweep
-from lookalike.dedup.threshold import CalibrationUnavailable, precision_threshold
-from lookalike.imaging.load import ImageLoadError
+from lookalike.dedup.threshold import precision_threshold
 from lookalike.index import Index
 
-DbOption = Annotated[Path, typer.Option("--db", help="Index folder.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")]
 HtmlOption = Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML review page here.")]
 QuarantineOption = Annotated[
     Path | None,
@@ -38,7 +45,7 @@ def register(app: typer.Typer) -> None:
 
 
 def dups_command(
-    db: DbOption = Path("lookalike.db"),
+    db: DbOption = DEFAULT_DB,
     threshold: Annotated[
         float | None,
         typer.Option(min=-1.0, max=1.0, help="Cosine similarity for near-duplicates (default: the model's)."),
@@ -80,11 +87,11 @@ def dups_command(
 ) -> None:
     """Find exact and near-duplicate groups; each names the copy to keep."""
     if keep not in KEEP_RULES:
-        _fail(f"unknown --keep {keep!r}; choose one of {', '.join(KEEP_RULES)}")
+        fail(f"unknown --keep {keep!r}; choose one of {', '.join(KEEP_RULES)}")
     if linkage not in LINKAGES:
-        _fail(f"unknown --linkage {linkage!r}; choose one of {', '.join(LINKAGES)}")
+        fail(f"unknown --linkage {linkage!r}; choose one of {', '.join(LINKAGES)}")
     if threshold is not None and precision is not None:
-        _fail("give --threshold or --precision, not both")
+        fail("give --threshold or --precision, not both")
     with friendly_errors(db):
         writes = not_dup is not None or quarantine_dir is not None
         index = Index.open(db, create=False, read_only=False if writes else None)  # fail before moving files
@@ -95,8 +102,8 @@ def dups_command(
             if precision is not None:
                 try:
                     threshold = precision_threshold(index.store, precision)
-                except (CalibrationUnavailable, ValueError) as exc:
-                    _fail(str(exc))
+                except ValueError as exc:  # a precision outside (0, 1); no calibration: friendly_errors
+                    fail(str(exc))
             model = str((index.store.model_identity or {}).get("name", ""))
             used_margin = margin if margin is not None else default_margin(model)
             used = threshold if threshold is not None else default_threshold(model, used_margin)
@@ -139,10 +146,10 @@ def _mark_not_dup(index: Index, pair: tuple[Path, Path], json_output: bool) -> N
     for path in pair:
         rec = index.store.get_by_path(str(path.absolute()))
         if rec is None:
-            _fail(f"{path} is not in the index")
+            fail(f"{path} is not in the index")
         records.append(rec)
     if records[0].sha256 == records[1].sha256:
-        _fail("these two files have identical bytes; they are exact duplicates")
+        fail("these two files have identical bytes; they are exact duplicates")
     new = index.store.mark_not_duplicates([(records[0].sha256, records[1].sha256)])
     if json_output:
         print_json({"not_dup": [r.path for r in records], "new": bool(new)})
@@ -167,7 +174,7 @@ def _print_groups(groups: list[DupGroup], threshold: float, margin: float = 0.0)
 
 def sweep_command(
     like: Annotated[list[str], typer.Option("--like", help="An example image (indexed or not); repeatable.")],
-    db: DbOption = Path("lookalike.db"),
+    db: DbOption = DEFAULT_DB,
     unlike: Annotated[
         list[str] | None, typer.Option("--unlike", help="A counter-example: matches must be closer to the likes.")
     ] = None,
@@ -184,8 +191,8 @@ def sweep_command(
         try:
             try:
                 result = sweep(index, like, unlike or [], threshold)
-            except (ImageLoadError, ValueError) as exc:
-                _fail(str(exc))
+            except ValueError as exc:  # no example given; an unreadable example: friendly_errors
+                fail(str(exc))
             if html is not None:
                 write_html(html, sweep_html(result))
             report = None
@@ -220,7 +227,7 @@ def sweep_command(
 
 def restore_command(
     manifest: Annotated[Path, typer.Argument(help="A manifest written by --quarantine.")],
-    db: Annotated[Path | None, typer.Option("--db", help="Index to re-add to (default: the manifest's).")] = None,
+    db: OptionalDbOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Move quarantined files back (sha256 verified) and re-add them to the index."""
@@ -252,8 +259,3 @@ def _print_restore(report: RestoreReport) -> None:
     for skip in report.skipped:
         err.print(f"[yellow]skipped[/yellow] {skip.path}: {skip.reason}")
     out.print(f"restored {len(report.restored)} files, {report.reindexed} back in the index")
-
-
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)

@@ -41,7 +41,9 @@ DEFAULT_DB = Path("lookalike.db")
 #: For commands whose index has another default (the manifest's, the demo's): None when not given.
 OptionalDbOption = Annotated[
     Path | None,
-    typer.Option("--db", envvar="LOOKALIKE_DB", help="Index folder (default: $LOOKALIKE_DB, else see above)."),
+    typer.Option(
+        "--db", envvar="LOOKALIKE_DB", help="Index folder (default: $LOOKALIKE_DB, else what the command says)."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]

@@ -647,7 +647,9 @@ def restore(manifest: str | os.PathLike[str], index: Index | None = None) -> Res
         header, _ = read_manifest(manifest)
         db = header.get("db")
         if not db:
-            raise QuarantineError(f"{manifest} does not name its index; pass the index (--db)")
+            raise QuarantineError(
+                f"{manifest} does not name its index; name the index to restore into", parameters=("db",)
+            )
         index = Index.open(str(db), create=False)
         owned = True
     try:

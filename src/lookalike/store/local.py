@@ -177,7 +177,7 @@ class LocalStore(Store):
                 raise DamagedIndexError(
                     f"{db_path} is empty (0 bytes) but {self.folder} holds index files ({listed}): the list of "
                     "items is lost and the vectors cannot be used without it. Move the folder aside and run "
-                    "`lookalike index` into a new --db"
+                    "`lookalike index` into a new index folder"
                 )
             new = True
         else:
@@ -428,7 +428,7 @@ class LocalStore(Store):
         lost = int(self._db.execute("SELECT COUNT(*) FROM items WHERE slot >= ?", (intact,)).fetchone()[0])
         raise DamagedIndexError(
             f"{self._vector_path()} is damaged: it holds {intact} of the {n_slots} vector rows this index needs "
-            f"({n_slots - intact} missing, {lost} items without a vector). Run `lookalike repair --db {self.folder}` "
+            f"({n_slots - intact} missing, {lost} items without a vector). Repair it (`lookalike repair`) "
             "to drop those items and keep the rest; `lookalike index` over the same folders then embeds them "
             "again (it also repairs by itself)"
         )
