@@ -109,3 +109,19 @@ def close_epoch(
         f"{stopper.patience} epochs (best {stopper.best:.3f} at epoch {stopper.best_epoch})"
     )
     return True
+
+
+def optimise(loss: Any, optimizer: Any, scheduler: Any) -> float:
+    """One optimisation step of any recipe (and one scheduler step); returns the batch's loss value."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return float(loss.item())
+
+
+def finish_training(result: Any, stopper: EarlyStopping, started: float) -> Any:
+    """Record the best epoch and the training time on ``result`` (every recipe ends so)."""
+    result.best_epoch = stopper.best_epoch
+    result.train_seconds = time.perf_counter() - started
+    return result

@@ -28,7 +28,15 @@ import numpy as np
 
 from lookalike.evaluation.metrics import leave_one_out
 from lookalike.models.projection_head import build_head
-from lookalike.training.common import EarlyStopping, EpochStats, TrainProgress, close_epoch, seed_everything
+from lookalike.training.common import (
+    EarlyStopping,
+    EpochStats,
+    TrainProgress,
+    close_epoch,
+    finish_training,
+    optimise,
+    seed_everything,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -187,12 +195,8 @@ def train_head(
                 continue
             emb = head.project(x_all[idx])
             logits = config.scale * emb @ nn.functional.normalize(proxies, dim=1).T
-            loss = loss_fn(logits, y_all[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(idx)
+            batch_loss = loss_fn(logits, y_all[idx])
+            total += optimise(batch_loss, optimizer, scheduler) * len(idx)
             seen += len(idx)
         score = evaluate()
         loss = total / max(seen, 1)
@@ -200,6 +204,4 @@ def train_head(
             stopper, result, head, progress, epoch=epoch, epochs=config.epochs, loss=loss, score=score, started=t0
         ):
             break
-    result.best_epoch = stopper.best_epoch
-    result.train_seconds = time.perf_counter() - start_time
-    return result
+    return finish_training(result, stopper, start_time)

@@ -19,7 +19,15 @@ import numpy as np
 
 from lookalike.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from lookalike.models.scratch_cnn import EMBED_DIM, build_scratch
-from lookalike.training.common import EarlyStopping, EpochStats, TrainProgress, close_epoch, seed_everything
+from lookalike.training.common import (
+    EarlyStopping,
+    EpochStats,
+    TrainProgress,
+    close_epoch,
+    finish_training,
+    optimise,
+    seed_everything,
+)
 from lookalike.training.head import validation_recall
 
 if TYPE_CHECKING:
@@ -145,12 +153,8 @@ def train_scratch(
                 continue
             x = (torch.from_numpy(train_pixels[np.sort(idx)]).to(config.device).float() - mean) / std
             x = _augment(x, gen)
-            loss = loss_fn(model(x), y_all[np.sort(idx)])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item() * len(idx)
+            batch_loss = loss_fn(model(x), y_all[np.sort(idx)])
+            total += optimise(batch_loss, optimizer, scheduler) * len(idx)
             seen += len(idx)
         score = evaluate()
         loss = total / max(seen, 1)
@@ -158,6 +162,4 @@ def train_scratch(
             stopper, result, model, progress, epoch=epoch, epochs=config.epochs, loss=loss, score=score, started=t0
         ):
             break
-    result.best_epoch = stopper.best_epoch
-    result.train_seconds = time.perf_counter() - start_time
-    return result
+    return finish_training(result, stopper, start_time)
