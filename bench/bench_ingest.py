@@ -113,7 +113,7 @@ def model_only(input_size: int = 224, batches: int = 20) -> float:
 def decode_cost_ms(folder: Path, n: int = 100) -> float:
     """Single-thread CPU cost per image of everything but the model: read, hash, decode, preprocess."""
     from lookalike.imaging.discover import FoundFile
-    from lookalike.ingest import _prepare
+    from lookalike.ingest import prepare_file
     from lookalike.models.registry import DEFAULT_MODEL, create_model
 
     model = create_model(DEFAULT_MODEL)
@@ -121,7 +121,7 @@ def decode_cost_ms(folder: Path, n: int = 100) -> float:
     start = time.process_time()
     for path in files:
         st = path.stat()
-        _prepare(FoundFile(str(path), st.st_size, st.st_mtime_ns), model, 130_000_000, lambda sha: False)
+        prepare_file(FoundFile(str(path), st.st_size, st.st_mtime_ns), model, 130_000_000, lambda sha: False)
     return (time.process_time() - start) / len(files) * 1000
 
 
