@@ -153,8 +153,9 @@ def embed(image: Image.Image, rng: random.Random) -> Image.Image:
     draw.text((12, fh - 21), f"{rng.randint(2, 400)} items  |  {rng.randint(1, 99)} MB", fill=fg, font=small)
     area = (side + 20, 80, fw - 20, fh - 46)
     scale = rng.uniform(0.4, 0.7)
-    photo = image.copy()
-    photo.thumbnail((int(fw * scale), int((area[3] - area[1]) * 0.9)))
+    # 40-70% of the frame's width (up- or down-scaled), or less where the content area is too short
+    f = min(fw * scale / image.width, (area[3] - area[1]) * 0.95 / image.height)
+    photo = image.resize((max(16, round(image.width * f)), max(16, round(image.height * f))), Image.LANCZOS)
     px = rng.randint(area[0], max(area[0], area[2] - photo.width))
     py = rng.randint(area[1], max(area[1], area[3] - photo.height))
     frame.paste(photo, (px, py))

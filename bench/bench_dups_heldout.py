@@ -67,7 +67,7 @@ from _dup_edits import FAMILY, HARD, MILD, edit, load_rgb
 SETS = ("tuning", "heldout")
 SET_TITLES = {"tuning": "tuning", "heldout": "held-out"}
 #: Bump when the way a set is built changes, so cached sets are rebuilt.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 Pair = frozenset[str]
 
 
@@ -334,7 +334,7 @@ def run_imagededup(folder: Path, labels: dict[str, Label]) -> dict[str, set[Pair
         enc = method.encode_images(image_dir=str(folder))
         curve = [
             (str(d), dict_pairs(method.find_duplicates(encoding_map=enc, max_distance_threshold=d)))
-            for d in range(0, 21, 2)
+            for d in range(0, 33, 2)
         ]
         out[f"imagededup {name} @10 (default)"] = dict(curve)["10"]
         d, pairs = _best(curve, truth)
@@ -364,7 +364,7 @@ def run_imagededup(folder: Path, labels: dict[str, Label]) -> dict[str, set[Pair
     )
     enc = cnn.encode_images(image_dir=str(folder), num_enc_workers=0)
     curve = []
-    for t in np.arange(0.70, 0.99, 0.02):
+    for t in np.arange(0.50, 0.99, 0.02):
         dups = cnn.find_duplicates(encoding_map=enc, min_similarity_threshold=float(t), num_sim_workers=0)
         curve.append((f"{t:.2f}", dict_pairs(dups)))
     default = cnn.find_duplicates(encoding_map=enc, min_similarity_threshold=0.9, num_sim_workers=0)
@@ -430,7 +430,7 @@ def run_fastdup(folder: Path, labels: dict[str, Label], python: str) -> dict[str
     results = {"fastdup components @0.96 (default)": group_pairs(raw["components"])}
     results["fastdup similarity pairs @0.90 (default)"] = {frozenset((a, b)) for a, b, d in scored if d >= 0.9}
     pair_curve, comp_curve = [], []
-    for t in np.arange(0.70, 0.99, 0.02):
+    for t in np.arange(0.50, 0.99, 0.02):
         edges = [(a, b) for a, b, d in scored if d >= t]
         pair_curve.append((f"{t:.2f}", {frozenset(e) for e in edges}))
         comp_curve.append((f"{t:.2f}", group_pairs(_components(edges))))
