@@ -27,23 +27,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # lookalike_data
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _dup_edits
 
-EDITS = (
-    "downscale",
-    "jpeg",
-    "crop90",
-    "crop70",
-    "crop50",
-    "rotate",
-    "flip",
-    "jitter",
-    "grayscale",
-    "text",
-    "border",
-)
+from _dup_edits import NEARDUP_EDITS, edit
+
+EDITS = NEARDUP_EDITS
 MILD = ("downscale", "jpeg", "crop90")
 
 
@@ -54,54 +45,6 @@ def _cache() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("lookalike")) / "data"
-
-
-def edit(image: Image.Image, kind: str, rng: random.Random) -> tuple[Image.Image, int]:
-    """One standard edit; returns the image and the JPEG quality to save it with."""
-    w, h = image.size
-    if kind == "downscale":
-        f = rng.uniform(0.2, 0.5)
-        return image.resize((max(16, int(w * f)), max(16, int(h * f))), Image.LANCZOS), 90
-    if kind == "jpeg":
-        return image, rng.randint(20, 50)
-    if kind.startswith("crop"):
-        keep = int(kind[4:]) / 100
-        cw, ch = int(w * keep), int(h * keep)
-        x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
-        return image.crop((x, y, x + cw, y + ch)), 90
-    if kind == "rotate":
-        angle = rng.choice([-1, 1]) * rng.uniform(5, 15)
-        return image.rotate(angle, resample=Image.BICUBIC, expand=True, fillcolor=(0, 0, 0)), 90
-    if kind == "flip":
-        return ImageOps.mirror(image), 90
-    if kind == "jitter":
-        out = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3))
-        out = ImageEnhance.Contrast(out).enhance(rng.uniform(0.7, 1.3))
-        return ImageEnhance.Color(out).enhance(rng.uniform(0.5, 1.5)), 90
-    if kind == "grayscale":
-        return ImageOps.grayscale(image).convert("RGB"), 90
-    if kind == "text":
-        out = image.copy()
-        draw = ImageDraw.Draw(out)
-        size = max(12, h // 8)
-        try:
-            font = ImageFont.load_default(size=size)
-        except TypeError:
-            font = ImageFont.load_default()
-        draw.text(
-            (w // 20, h // 2 - size // 2),
-            "© SAMPLE 2024",
-            fill=(255, 255, 255),
-            font=font,
-            stroke_width=2,
-            stroke_fill=(0, 0, 0),
-        )
-        return out, 90
-    if kind == "border":
-        pad = int(max(w, h) * rng.uniform(0.05, 0.15))
-        colour = rng.choice([(0, 0, 0), (255, 255, 255), (128, 128, 128)])
-        return ImageOps.expand(image, border=pad, fill=colour), 90
-    raise ValueError(kind)
 
 
 def photo_paths(args: argparse.Namespace) -> list[Path]:

@@ -1,11 +1,14 @@
 """Pre-fetch every data set the tests and benchmarks use, so they run offline afterwards.
 
 CI runs this before the test suite; it exits non-zero if a required set is missing.
-Usage: ``python scripts/fetch_data.py`` (honours ``LOOKALIKE_DATA_DIR``).
+Usage: ``python scripts/fetch_data.py`` (honours ``LOOKALIKE_DATA_DIR``). ``--heldout`` also fetches
+the ``HELDOUT_PACKAGES`` of the held-out duplicate benchmark (bench/bench_dups_heldout.py); nothing
+else uses them, so they are not fetched by default.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -24,7 +27,30 @@ def _mb(paths: list[Path]) -> str:
     return f"{sum(p.stat().st_size for p in paths) / 1e6:.1f} MB"
 
 
+def fetch_heldout() -> int:
+    """Fetch the held-out packages; print what they give (photos, natural groups)."""
+    try:
+        download = 0
+        for name, info in datasets.HELDOUT_PACKAGES.items():
+            root = datasets.debian_package(name)
+            size = int((root / ".deb-size").read_text())
+            download += size
+            print(f"  {name:28} {size / 1e6:7.1f} MB  {info.licence[:60]}")
+        photos = datasets.heldout_photos()
+        groups = datasets.heldout_natural_groups()
+    except datasets.DatasetUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    members = sum(len(files) for files in groups.values())
+    print(f"held-out photos: {len(photos)} ({_mb(photos)}); natural groups: {len(groups)} ({members} files)")
+    print(f"downloaded held-out .deb total: {download / 1e6:.1f} MB")
+    return 0
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--heldout", action="store_true", help="also fetch the held-out benchmark's packages")
+    args = parser.parse_args()
     start = time.monotonic()
     print(f"data cache: {datasets.data_cache_dir()}")
     try:
@@ -59,6 +85,8 @@ def main() -> int:
     problems += [f"no OOD images of kind {kind!r}" for kind in REQUIRED_OOD_KINDS if not ood.get(kind)]
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
+    if args.heldout and fetch_heldout() != 0:
+        return 1
     return 1 if problems else 0
 
 

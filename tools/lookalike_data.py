@@ -36,12 +36,17 @@ from PIL import Image
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
+    "HELDOUT_PACKAGES",
+    "NATURAL_GROUPS",
     "PACKAGES",
     "DatasetUnavailable",
     "PackageInfo",
     "data_cache_dir",
     "debian_package",
     "fashion_mnist",
+    "fetch_heldout",
+    "heldout_natural_groups",
+    "heldout_photos",
     "ood_images",
     "photos",
     "read_idx",
@@ -386,6 +391,374 @@ def ood_images() -> dict[str, list[Path]]:
             os.replace(Path(tmp) / "out", fm)
     out["fashion-mnist"] = sorted(fm.rglob("*.png"))
     return out
+
+
+# --------------------------------------------------------------------------- held-out photo set
+
+_PLASMA = "usr/share/wallpapers/{}/contents/"
+_LXQT = "usr/share/lxqt/wallpapers/"
+_OPENCV = "usr/share/doc/opencv-doc/examples/"
+_SCRIBUS = "usr/share/scribus/templates/"
+_TUX = "usr/share/tuxpaint/stamps/"
+_NEBULAE = "usr/share/stellarium/nebulae/default/"
+_DB = "usr/share/desktop-base/"
+#: Messier images credited to other authors than the Grasslands Observatory in stellarium-data's
+#: copyright (sections 4.8-4.25); only the Grasslands ones, "use freely ... as long as it is
+#: credited", are taken.
+_MESSIER_OTHERS = (
+    1,
+    3,
+    8,
+    13,
+    15,
+    16,
+    17,
+    20,
+    21,
+    27,
+    31,
+    33,
+    42,
+    44,
+    45,
+    47,
+    51,
+    57,
+    63,
+    64,
+    78,
+    81,
+    82,
+    97,
+    101,
+    105,
+)
+#: 30 of the remaining Messier images, a stable pick (every Messier number in range, minus the above).
+_MESSIER = tuple(n for n in range(2, 110) if n not in _MESSIER_OTHERS)[:30]
+
+#: Wallpapers of plasma-workspace-wallpapers: each ships a thumbnail (``screenshot``) next to one or
+#: two full-size renderings (landscape, and for some a portrait crop). Every one is a natural group.
+PLASMA_WALLPAPERS = (
+    "Altai",
+    "Autumn",
+    "BytheWater",
+    "Canopee",
+    "Cascade",
+    "Cluster",
+    "ColdRipple",
+    "ColorfulCups",
+    "DarkestHour",
+    "Elarun",
+    "EveningGlow",
+    "FallenLeaf",
+    "Flow",
+    "FlyingKonqui",
+    "Grey",
+    "Honeywave",
+    "IceCold",
+    "Kay",
+    "Kite",
+    "Kokkini",
+    "MilkyWay",
+    "OneStandsOut",
+    "Opal",
+    "PastelHills",
+    "Patak",
+    "Path",
+    "SafeLanding",
+    "Shell",
+    "Volna",
+    "summer_1am",
+)
+
+#: Packages for the *held-out* duplicate benchmark (bench/bench_dups_heldout.py): none of them is in
+#: :data:`PACKAGES`, so nothing the defaults were tuned on comes from them. Kinds: ``photo`` (distinct
+#: photographs: the held-out originals and the look-alike singletons) and ``natural`` (files that are
+#: members of :data:`NATURAL_GROUPS`). Licences read from each ``usr/share/doc/<name>/copyright``
+#: (bookworm versions) and, where it points to one, the upstream licence file shipped next to the images.
+HELDOUT_PACKAGES: dict[str, PackageInfo] = {
+    "plasma-workspace-wallpapers": PackageInfo(
+        gives="30 KDE wallpapers (12 photographs, 18 graphics), each as a 400 px thumbnail plus 1-2 "
+        "full renderings (landscape 2560-5120 px, some also a portrait crop): natural groups",
+        licence="GPL-2+",
+        include={
+            "natural": tuple(
+                _PLASMA.format(name) + p for name in PLASMA_WALLPAPERS for p in ("screenshot.*", "images/*")
+            )
+        },
+    ),
+    "lxqt-themes": PackageInfo(
+        gives="11 wallpaper photographs (clouds, mountains, flowers, butterflies, fog; 2-6 MP)",
+        licence="CC-BY-SA-3.0 (wallpapers/License: LXQt Project Team; photos by stefonarch)",
+        include={
+            "photo": tuple(
+                _LXQT + name
+                for name in (
+                    "Butterfly-Kenneth-Wimer.jpg",
+                    "Valendas.png",
+                    "after-the-rain.jpg",
+                    "appleflower.png",
+                    "beam.png",
+                    "butterfly.png",
+                    "cloud.png",
+                    "drop.png",
+                    "flowers.png",
+                    "fog.jpg",
+                    "this-is-not-windows.jpg",
+                )
+            )
+        },
+    ),
+    "palapeli-data": PackageInfo(
+        gives="5 jigsaw-puzzle photographs (castle, bridge, citrus fruits, bee, chameleon)",
+        licence="GPL-2+",
+        include={"photo": ("usr/share/palapeli/collection/*.jpg",)},
+    ),
+    "python3-sklearn": PackageInfo(
+        gives="2 sample photographs (china.jpg: a temple, flower.jpg)",
+        licence="BSD-3-Clause (package); the photos CC-BY-2.0 (sklearn/datasets/images/README.txt)",
+        include={"photo": ("usr/lib/python3/dist-packages/sklearn/datasets/images/*.jpg",)},
+    ),
+    "python-matplotlib-data": PackageInfo(
+        gives="1 sample photograph (grace_hopper.jpg, a US Navy portrait)",
+        licence="matplotlib licence (PSF-style); the portrait is a US Navy photo, public domain",
+        include={"photo": ("usr/share/matplotlib/mpl-data/sample_data/grace_hopper.jpg",)},
+    ),
+    "scribus-template": PackageInfo(
+        gives="5 template photographs (moon, night sky, nature, sunset, pizza) and a colour/black-and-white "
+        "pair of one photo (teriyaki): a natural group",
+        licence="public domain (the templates by Riku Leino, per the copyright file)",
+        include={
+            "photo": tuple(
+                _SCRIBUS + p
+                for p in ("br2/halfmoon.jpg", "br2/moon.jpg", "br2/nature.jpg", "br2/sunset.jpg", "menu2/pizza.jpg")
+            ),
+            "natural": (_SCRIBUS + "menu1/teriyaki.png", _SCRIBUS + "menu1-bw/teriyaki-bw.png"),
+        },
+    ),
+    "opencv-doc": PackageInfo(
+        gives="18 sample photographs (fruit, baboon, butterfly, buildings, circuit board, street signs...) and "
+        "one original/doctored pair (ela_original/ela_modified): a natural group",
+        licence="Apache-2.0 AND BSD-3-Clause (Files: *; Debian removed the samples of unclear licence)",
+        include={
+            "photo": tuple(
+                _OPENCV + "data/" + name
+                for name in (
+                    "HappyFish.jpg",
+                    "apple.jpg",
+                    "baboon.jpg",
+                    "board.jpg",
+                    "building.jpg",
+                    "butterfly.jpg",
+                    "chicky_512.png",
+                    "fruits.jpg",
+                    "home.jpg",
+                    "orange.jpg",
+                    "squirrel_cls.jpg",
+                    "sudoku.png",
+                )
+            )
+            + tuple(_OPENCV + f"text/scenetext0{i}.jpg" for i in range(1, 7)),
+            "natural": (_OPENCV + "data/ela_original.jpg", _OPENCV + "data/ela_modified.jpg"),
+        },
+    ),
+    "tuxpaint-stamps-default": PackageInfo(
+        gives="photographic stamps (animals, fruit, vegetables, plants, vehicles, household objects; cut out, "
+        "alpha on white) >= 200 px, and 4 original/mirrored pairs: natural groups",
+        licence="GPL-2",
+        include={
+            "photo": tuple(_TUX + d + "/**/*.png" for d in ("animals", "food", "plants", "vehicles", "household")),
+            "natural": tuple(
+                _TUX + p + s
+                for p in (
+                    "military/vehicles/bradley",
+                    "vehicles/construction/dumper",
+                    "vehicles/emergency/sedan_police",
+                    "household/tools/measuring_tape",
+                )
+                for s in (".png", "_mirror.png")
+            ),
+        },
+        exclude=(
+            "*cartoon*",
+            "*_mirror*",
+            "*/military/*",
+            "*/bradley*",
+            "*/dumper*",
+            "*/sedan_police*",
+            "*/measuring_tape*",
+            # drawn or rendered, not photographs (checked by eye)
+            "*/hedgehog*",
+            "*/pizza.png",
+            "*/glass.png",
+            "*/7spoke256*",
+            "*/balloon360*",
+            "*/bee.png",
+            "*/fly.png",
+        ),
+    ),
+    "stellarium-data": PackageInfo(
+        gives=f"{len(_MESSIER)} Messier-object photographs (galaxies, clusters, nebulae; 256-1024 px) from the "
+        "Grasslands Observatory: look-alikes of one another",
+        licence="GPL-2+ (package); the Grasslands images: free use, modification and redistribution with credit",
+        include={"photo": tuple(f"{_NEBULAE}m{n}.png" for n in _MESSIER)},
+    ),
+    "desktop-base": PackageInfo(
+        gives="Debian theme artwork: each theme's GRUB background at 4:3 and 16:9 and its login preview: "
+        "natural groups (graphics)",
+        licence="GPL-2+ (spacefun-theme: GPL-2)",
+        include={"natural": (_DB + "*-theme/grub/grub-*.png", _DB + "*-theme/login/sddm-preview*.jpg")},
+    ),
+    "debian-edu-artwork-emerald": PackageInfo(
+        gives="the Debian Edu rendering of desktop-base's emerald GRUB background (4:3, 16:9)",
+        licence="GPL-2+",
+        include={"natural": (_DB + "debian-edu-emerald-theme/grub/grub-*.png",)},
+    ),
+    "debian-edu-artwork-softwaves": PackageInfo(
+        gives="the Debian Edu rendering of desktop-base's softwaves GRUB background (4:3, 16:9; an Edu logo added)",
+        licence="GPL-2+",
+        include={"natural": (_DB + "debian-edu-softwaves-theme/grub/grub-*.png",)},
+    ),
+    "debian-edu-artwork-spacefun": PackageInfo(
+        gives="the Debian Edu rendering of desktop-base's spacefun GRUB background (4:3, 16:9; an Edu logo added)",
+        licence="GPL-2+",
+        include={"natural": (_DB + "debian-edu-spacefun-theme/grub/grub-*.png",)},
+    ),
+    "sway-backgrounds": PackageInfo(
+        gives="the sway wallpaper at 8 sizes/aspects (landscape and portrait): one natural group (3 of them used)",
+        licence="Expat",
+        include={
+            "natural": tuple(
+                "usr/share/backgrounds/sway/Sway_Wallpaper_Blue_" + s + ".png"
+                for s in ("1920x1080", "2048x1536", "768x1024_Portrait")
+            )
+        },
+    ),
+}
+
+_DB_THEMES = (
+    "emerald",
+    "futureprototype",
+    "homeworld",
+    "joy",
+    "joy-inksplat",
+    "lines",
+    "moonlight",
+    "softwaves",
+    "spacefun",
+)
+
+
+def _natural_group_specs() -> dict[str, tuple[tuple[str, str], ...]]:
+    """Natural groups as ``name -> ((package, glob), ...)``: one picture, shipped several times.
+
+    Checked by eye (contact sheets of every group) when the table was written.
+    """
+    specs: dict[str, tuple[tuple[str, str], ...]] = {}
+    for name in PLASMA_WALLPAPERS:
+        base = _PLASMA.format(name)
+        specs[f"plasma-{name}"] = tuple(("plasma-workspace-wallpapers", base + p) for p in ("screenshot.*", "images/*"))
+    for theme in _DB_THEMES:
+        members = [
+            ("desktop-base", f"{_DB}{theme}-theme/grub/grub-*.png"),
+            ("desktop-base", f"{_DB}{theme}-theme/login/sddm-preview*.jpg"),
+        ]
+        edu = f"debian-edu-artwork-{theme}"
+        if edu in HELDOUT_PACKAGES:
+            members.append((edu, f"{_DB}debian-edu-{theme}-theme/grub/grub-*.png"))
+        specs[f"debian-{theme}"] = tuple(members)
+    specs["sway"] = tuple(("sway-backgrounds", p) for p in HELDOUT_PACKAGES["sway-backgrounds"].include["natural"])
+    specs["scribus-teriyaki"] = tuple(
+        ("scribus-template", p) for p in HELDOUT_PACKAGES["scribus-template"].include["natural"]
+    )
+    specs["opencv-ela"] = tuple(("opencv-doc", p) for p in HELDOUT_PACKAGES["opencv-doc"].include["natural"])
+    tux = HELDOUT_PACKAGES["tuxpaint-stamps-default"].include["natural"]
+    for i in range(0, len(tux), 2):
+        specs["tuxpaint-" + Path(tux[i]).stem] = (
+            ("tuxpaint-stamps-default", tux[i]),
+            ("tuxpaint-stamps-default", tux[i + 1]),
+        )
+    return specs
+
+
+#: name -> ((package, glob), ...), see :func:`_natural_group_specs`.
+NATURAL_GROUPS: dict[str, tuple[tuple[str, str], ...]] = _natural_group_specs()
+
+
+def _real_files(root: Path, patterns: Iterable[str], exclude: Iterable[str] = ()) -> list[Path]:
+    """Like :func:`_matching`, but symlinks are left out (wallpaper packages link one file to many names)."""
+    return [p for p in _matching(root, patterns, exclude) if not p.is_symlink()]
+
+
+def fetch_heldout() -> dict[str, Path]:
+    """Download and extract every package of :data:`HELDOUT_PACKAGES` (not done by default anywhere)."""
+    return {name: debian_package(name) for name in HELDOUT_PACKAGES}
+
+
+def _table_key(table: object) -> str:
+    return hashlib.sha256(repr(table).encode()).hexdigest()[:12]
+
+
+def heldout_natural_groups() -> dict[str, list[Path]]:
+    """The natural groups: name -> its files (>= 2 decodable, distinct by sha256, smaller side >= 200 px)."""
+    out: dict[str, list[Path]] = {}
+    for name, members in NATURAL_GROUPS.items():
+        files: list[Path] = []
+        seen: set[str] = set()
+        for package, pattern in members:
+            for path in _real_files(debian_package(package), [pattern]):
+                size = _image_size(path)
+                digest = _sha256(path)
+                if size is None or min(size) < _MIN_PHOTO_SIDE or digest in seen:
+                    continue
+                seen.add(digest)
+                files.append(path)
+        if len(files) >= 2:
+            out[name] = files
+    return out
+
+
+def heldout_photos() -> list[Path]:
+    """Distinct held-out photographs (>= 200 px, decodable), in a stable order (by package, then path).
+
+    Distinct as in :func:`photos` (sha256, then a 64-bit difference hash within 4 bits), and also
+    distinct from every tuning photo (:func:`photos`) and every natural-group member, so that no
+    held-out original or look-alike singleton has an unlabelled copy anywhere in either set.
+    """
+    key = _table_key([(n, HELDOUT_PACKAGES[n]) for n in HELDOUT_PACKAGES] + [NATURAL_GROUPS, PACKAGES])
+    cache = data_cache_dir() / f"heldout-photos-{key}.list"
+    if cache.exists():
+        chosen = [Path(line) for line in cache.read_text().splitlines() if line]
+        if all(p.exists() for p in chosen):
+            return chosen
+    known = [_dhash(p) for p in photos()]
+    known += [_dhash(p) for files in heldout_natural_groups().values() for p in files]
+    seen_sha: set[str] = set()
+    chosen = []
+    for name, info in HELDOUT_PACKAGES.items():
+        if "photo" not in info.include:
+            continue
+        for path in _real_files(debian_package(name), info.include["photo"], info.exclude):
+            size = _image_size(path)
+            if size is None or min(size) < _MIN_PHOTO_SIDE:
+                continue
+            digest = _sha256(path)
+            dh = _dhash(path)
+            if digest in seen_sha or any(bin(dh ^ other).count("1") <= 4 for other in known):
+                continue
+            seen_sha.add(digest)
+            known.append(dh)
+            chosen.append(path)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text("".join(f"{p}\n" for p in chosen))
+    os.replace(tmp, cache)
+    return chosen
+
+
+def package_of(path: Path) -> str:
+    """The Debian package an extracted file came from (its folder under the cache's ``debian/``)."""
+    parts = path.parts
+    return parts[parts.index("debian") + 1] if "debian" in parts else "?"
 
 
 # --------------------------------------------------------------------------- Fashion-MNIST
