@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lookalike.imaging.discover import FoundFile, Skip, walk_images
+from lookalike.imaging.formats import skip_still_holds
 from lookalike.imaging.load import DEFAULT_MAX_PIXELS, ImageLoadError, decode_image, read_bytes
 from lookalike.imaging.stats import pixel_stats
 from lookalike.models.base import Embedder
@@ -90,7 +91,7 @@ def prepare_file(
         sha = hashlib.sha256(data).hexdigest()
         if known(sha):
             return Work(found, [], {"sha256": sha})
-        loaded = decode_image(data, draft_size=embedder.spec.input_size, max_pixels=max_pixels)
+        loaded = decode_image(data, draft_size=embedder.spec.input_size, max_pixels=max_pixels, name=found.path)
     except ImageLoadError as exc:
         return Skip(found.path, exc.reason, exc.detail)
     info = {"sha256": sha, "width": loaded.width, "height": loaded.height, "stats": pixel_stats(loaded.image)}
@@ -151,7 +152,13 @@ class IngestRun:
                 self.report.unchanged += 1
                 continue
             old = old_skips.get(found.path)
-            if not self.rehash and old and old[0] == found.size and old[1] == found.mtime_ns:
+            if (
+                not self.rehash
+                and old
+                and old[0] == found.size
+                and old[1] == found.mtime_ns
+                and skip_still_holds(old[2], old[3])
+            ):
                 self.skip(Skip(found.path, old[2], old[3]))
                 continue
             self.todo[found.path] = found

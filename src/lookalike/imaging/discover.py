@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_EXTENSIONS = frozenset(
+from lookalike.imaging.formats import RAW_EXTENSIONS, ftyp_kind, raw_signature
+
+IMAGE_EXTENSIONS = RAW_EXTENSIONS | frozenset(
     [
         ".jpg",
         ".jpeg",
@@ -41,6 +43,7 @@ IMAGE_EXTENSIONS = frozenset(
         ".j2k",
         ".heic",
         ".heif",
+        ".hif",
         ".avif",
     ]
 )
@@ -106,7 +109,9 @@ def _is_quarantine_manifest(path: str) -> bool:
 
 
 def sniff_image(head: bytes) -> bool:
-    """True when the first bytes of a file look like an image format Pillow can read."""
+    """True when the first bytes of a file look like an image format lookalike can decode: Pillow's,
+    HEIC/HEIF and AVIF, and camera RAW (those that begin like a TIFF are TIFFs here). A file whose
+    decoder is not installed is still found: decoding it then says what to install."""
     return (
         head.startswith(b"\xff\xd8\xff")  # JPEG
         or head.startswith(b"\x89PNG\r\n\x1a\n")
@@ -116,7 +121,8 @@ def sniff_image(head: bytes) -> bool:
         or head.startswith((b"II*\x00", b"MM\x00*"))  # TIFF
         or (len(head) > 2 and head[0:1] == b"P" and head[1:2] in b"123456" and head[2:3] in b" \t\r\n#")
         or head.startswith(b"\x00\x00\x01\x00")  # ICO
-        or head[4:12] in (b"ftypavif", b"ftypheic", b"ftypheix", b"ftypmif1")
+        or ftyp_kind(head) is not None  # HEIC/HEIF, AVIF, Canon CR3
+        or raw_signature(head)  # CR2, ORF, RW2, RAF
         or head.startswith((b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51"))  # JPEG 2000
     )
 

@@ -3,6 +3,10 @@
 Everything that can go wrong with a file becomes an :class:`ImageLoadError` with a short, stable
 ``reason`` (used in skip reports and HTTP errors) and a human ``detail``. Nothing here raises
 anything else for bad input, so callers can skip and report instead of crashing.
+
+Pillow decodes the common formats and AVIF; pillow-heif adds HEIC/HEIF to Pillow and rawpy (LibRaw)
+decodes camera RAW files (see :mod:`lookalike.imaging.formats`). Every decoder works under the same
+pixel limit, checked against the size a file declares before anything of that size is allocated.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from lookalike.errors import LookalikeError
+from lookalike.imaging import avif, formats
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Image.MAX_IMAGE_PIXELS keeps Pillow's default: it guards Image.open calls made outside decode_image.
@@ -69,6 +76,13 @@ def _bomb_check(size: tuple[int, int], *, error_only: bool = False) -> None:
 
 Image._decompression_bomb_check = _bomb_check
 
+_heif = formats.decoder("heif")
+if _heif is not None:
+    # HEIC/HEIF through Image.open, so the checks above apply to it unchanged. The size Pillow checks
+    # is the one the file declares (its primary image's ``ispe``), and libheif refuses to decode
+    # beyond it. Depth maps and auxiliary images are never looked at.
+    _heif.register_heif_opener(thumbnails=True, depth_images=False, aux_images=False)
+
 
 @contextmanager
 def pixel_limit(max_pixels: int) -> Iterator[None]:
@@ -109,14 +123,55 @@ def read_bytes(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES)
         raise ImageLoadError("unreadable", exc.strerror or str(exc)) from exc
 
 
-def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+def decode_image(
+    data: bytes,
+    *,
+    draft_size: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | os.PathLike[str] | None = None,
+) -> LoadedImage:
     """Decode bytes into an upright RGB image.
 
-    ``draft_size``: the model's input size. JPEGs are then decoded at 1/2, 1/4 or 1/8 scale
-    (never below this size), which makes a 12 MP photo several times cheaper to decode.
+    ``draft_size``: the model's input size. JPEGs are then decoded at 1/2, 1/4 or 1/8 scale, HEIC
+    files from an embedded thumbnail and camera RAW files from their embedded preview (never below
+    this size), which makes a 12 MP photo several times cheaper to decode.
+    ``name``: the file's name or path, if known. Camera RAW files that begin like a TIFF (NEF, ARW,
+    PEF...) are recognised by it.
     """
     if not data:
         raise ImageLoadError("empty file", "the file has zero bytes")
+    kind = formats.kind_of(data, name)
+    if kind is not None and formats.decoder(kind) is None:
+        raise ImageLoadError(formats.MISSING_REASON, formats.MISSING_DETAIL[kind])
+    if kind == "avif":
+        # The AV1 streams' own frame size, which libavif does not hold to the declared one (see avif.py).
+        for width, height in avif.frame_sizes(data):
+            if width * height > max_pixels:
+                raise _too_many_pixels(width, height, max_pixels, "an AV1 frame of ")
+    if kind == "raw":
+        loaded = _decode_raw(data, draft_size=draft_size, max_pixels=max_pixels)
+        if loaded is not None:
+            return loaded
+        # LibRaw does not know it (a JPEG named .nef, a plain TIFF named .dng): Pillow may.
+    try:
+        return _decode_pillow(data, draft_size=draft_size, max_pixels=max_pixels)[0]
+    except ImageLoadError as exc:
+        if kind in ("heif", "avif") and exc.reason == "not an image":
+            # Its ftyp box says HEIF or AVIF, and the decoder could not even parse it: truncated or damaged.
+            raise ImageLoadError("corrupt", f"cannot read this {kind.upper()} file (truncated or damaged)") from exc
+        raise
+
+
+def _too_many_pixels(width: int, height: int, max_pixels: int, what: str = "") -> ImageLoadError:
+    return ImageLoadError(
+        "too many pixels",
+        f"{what}{width} x {height} = {width * height / 1e6:.0f} MP is above the "
+        f"{max_pixels / 1e6:.0f} MP limit (possible decompression bomb)",
+    )
+
+
+def _decode_pillow(data: bytes, *, draft_size: int | None, max_pixels: int) -> tuple[LoadedImage, bool]:
+    """Decode with Pillow (and its plugins); also says whether an EXIF orientation was applied."""
     try:
         with pixel_limit(max_pixels), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Palette images with Transparency" noise
@@ -125,17 +180,18 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
             img = Image.open(io.BytesIO(data))
             width, height = img.size
             if width * height > max_pixels:
-                raise ImageLoadError(
-                    "too many pixels",
-                    f"{width} x {height} = {width * height / 1e6:.0f} MP is above the "
-                    f"{max_pixels / 1e6:.0f} MP limit (possible decompression bomb)",
-                )
+                raise _too_many_pixels(width, height, max_pixels)
             fmt = img.format
-            if getattr(img, "is_animated", False):
-                img.seek(0)
-            if draft_size and fmt == "JPEG":
+            if getattr(img, "is_animated", False) and fmt != "HEIF":
+                img.seek(0)  # HEIF opens at its primary image, the one every viewer shows
+            if draft_size and fmt in ("JPEG", "HEIF"):
+                # HEIF: the smallest embedded thumbnail that is a scaled copy of at least this size.
                 img.draft("RGB", (draft_size, draft_size))
             img.load()
+            # HEIF: libheif applied the file's rotation and mirroring, and pillow-heif reset the
+            # EXIF orientation to 1 (the HEIF rule), so nothing is turned twice. AVIF: Pillow turns
+            # its rotation and mirroring into this EXIF orientation.
+            orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
             upright = ImageOps.exif_transpose(img)
             if upright is not None and upright.size != img.size:
                 width, height = height, width
@@ -149,9 +205,116 @@ def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int 
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         # Pillow reports truncated/corrupt data as OSError ("image file is truncated") or SyntaxError.
         raise ImageLoadError("corrupt", f"cannot decode the image ({exc})") from exc
+    except RuntimeError as exc:  # libheif, through pillow-heif
+        if "security limit" in str(exc).lower():
+            raise ImageLoadError("too many pixels", f"the decoder refused it ({exc})") from exc
+        raise ImageLoadError("corrupt", f"cannot decode the image ({exc})") from exc
     except MemoryError as exc:
         raise ImageLoadError("too many pixels", "not enough memory to decode the image") from exc
-    return LoadedImage(rgb, width, height, fmt)
+    return LoadedImage(rgb, width, height, fmt), orientation in _TRANSPOSE
+
+
+#: EXIF orientation -> the transpose that makes the picture upright (as in ImageOps.exif_transpose).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+#: LibRaw's ``flip`` (dcraw's: bit 4 swaps the axes, 2 flips rows, 1 flips columns) -> EXIF orientation.
+_FLIP_TO_ORIENTATION = {0: 1, 1: 2, 2: 4, 3: 3, 4: 5, 5: 8, 6: 6, 7: 7}
+
+
+def _decode_raw(data: bytes, *, draft_size: int | None, max_pixels: int) -> LoadedImage | None:
+    """A camera RAW file as upright RGB: its embedded preview when that is big enough, else a
+    half-size demosaic. None when LibRaw does not recognise the file.
+
+    LibRaw reads only the metadata when it opens a file, so the sensor size is checked against
+    ``max_pixels`` before any pixel is unpacked. The preview is a JPEG inside the file, decoded
+    here like any other JPEG (same limit, same draft decoding), or a bitmap no bigger than the file.
+    """
+    rawpy = formats.decoder("raw")
+    assert rawpy is not None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rawpy warns about OpenMP after fork
+            raw = rawpy.imread(io.BytesIO(data))
+    except rawpy.LibRawFileUnsupportedError:
+        return None
+    except rawpy.LibRawError as exc:
+        raise ImageLoadError("corrupt", f"cannot read the RAW file ({_raw_error(exc)})") from exc
+    try:
+        with raw:
+            sizes = raw.sizes
+            for what, w, h in (("sensor ", sizes.raw_width, sizes.raw_height), ("", sizes.width, sizes.height)):
+                if w * h > max_pixels:
+                    raise _too_many_pixels(w, h, max_pixels, what)
+            if min(sizes.width, sizes.height) < 1:
+                raise ImageLoadError("corrupt", "the RAW file declares an empty picture")
+            orientation = _FLIP_TO_ORIENTATION.get(sizes.flip & 7, 1)
+            width, height = (sizes.height, sizes.width) if orientation >= 5 else (sizes.width, sizes.height)
+            # A half-size demosaic's short side; a preview at least that big (or the model's size) will do.
+            wanted = min(width, height) // 2
+            if draft_size:
+                wanted = min(wanted, draft_size)
+            image = _raw_preview(raw, rawpy, orientation, (width, height), wanted, draft_size, max_pixels)
+            if image is None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pixels = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)  # flip applied
+                image = to_rgb(Image.fromarray(pixels))
+    except ImageLoadError:
+        raise
+    except (rawpy.LibRawTooBigError, rawpy.LibRawUnsufficientMemoryError, MemoryError) as exc:
+        raise ImageLoadError("too many pixels", f"not enough memory to decode the RAW file ({exc})") from exc
+    except (rawpy.LibRawError, NotImplementedError, ValueError, OSError) as exc:
+        raise ImageLoadError("corrupt", f"cannot decode the RAW file ({_raw_error(exc)})") from exc
+    return LoadedImage(image, width, height, "RAW")
+
+
+def _raw_error(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _raw_preview(
+    raw: Any,
+    rawpy: ModuleType,
+    orientation: int,
+    upright: tuple[int, int],
+    wanted: int,
+    draft_size: int | None,
+    max_pixels: int,
+) -> Image.Image | None:
+    """The embedded preview, upright, if it is a usable stand-in for the picture (else None)."""
+    try:
+        thumb = raw.extract_thumb()
+    except (rawpy.LibRawError, NotImplementedError):
+        return None  # no preview, or one LibRaw cannot hand over: demosaic instead
+    if thumb.format == rawpy.ThumbFormat.JPEG:
+        try:
+            loaded, oriented = _decode_pillow(thumb.data, draft_size=draft_size, max_pixels=max_pixels)
+        except ImageLoadError:
+            return None
+        image, size = loaded.image, (loaded.width, loaded.height)
+    else:  # a bitmap, already in memory (its bytes lie in the file, so it is no bigger than the file)
+        pixels = thumb.data
+        if getattr(pixels, "ndim", 0) != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+            return None
+        if pixels.shape[0] * pixels.shape[1] > max_pixels:
+            return None
+        image, size, oriented = Image.fromarray(pixels), (pixels.shape[1], pixels.shape[0]), False
+    if not oriented and orientation in _TRANSPOSE:
+        image = image.transpose(_TRANSPOSE[orientation])
+        if orientation >= 5:
+            size = size[1], size[0]
+    # Cameras store a preview of the whole frame; anything else (a letterboxed or cropped one, or a
+    # tiny thumbnail) would not look like the picture, so it is decoded from the sensor data instead.
+    if min(size) < wanted or abs(size[0] * upright[1] - size[1] * upright[0]) > 0.05 * size[1] * upright[0]:
+        return None
+    return image
 
 
 def load_image(
@@ -161,7 +324,7 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> LoadedImage:
     """Read and decode one file (see :func:`decode_image`)."""
-    return decode_image(read_bytes(path), draft_size=draft_size, max_pixels=max_pixels)
+    return decode_image(read_bytes(path), draft_size=draft_size, max_pixels=max_pixels, name=path)
 
 
 def open_rgb(source: str | os.PathLike[str] | Image.Image | bytes, draft_size: int | None = None) -> Image.Image:

@@ -166,7 +166,7 @@ def extract_features(
             missing = [v for v in needed if v not in cached]
             if not missing:
                 return Work(i, [], {"sha256": sha, "cached": cached, "missing": []})
-            picture = decode_image(data, draft_size=draft).image
+            picture = decode_image(data, draft_size=draft, name=path).image
         except ImageLoadError as exc:
             return Skip(str(path), exc.reason, exc.detail)
         inputs = [model.preprocess(picture if v == 0 else augment(picture, view_seed(sha, v))) for v in missing]

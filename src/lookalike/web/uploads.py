@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from lookalike.index import Index
 
 #: ImageLoadError reason -> HTTP status. Anything else that cannot be decoded is a 422.
-STATUS_FOR_REASON = {"not an image": 415, "too many pixels": 413, "too large": 413}
+STATUS_FOR_REASON = {"not an image": 415, "decoder missing": 415, "too many pixels": 413, "too large": 413}
 
 #: The OpenAPI ``responses`` of every route that takes a picture.
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -66,11 +66,12 @@ class UploadDecoder:
     async def __call__(self, upload: UploadFile) -> DecodedUpload:
         data = await self._read(upload)
         async with self.slots:
-            loaded = await run_in_threadpool(self._decode, data)
+            loaded = await run_in_threadpool(self._decode, data, upload.filename)
         return DecodedUpload(data, loaded.image, loaded.format)
 
-    def _decode(self, data: bytes) -> LoadedImage:
-        return decode_image(data, draft_size=self.index.model.spec.input_size, max_pixels=self.max_pixels)
+    def _decode(self, data: bytes, name: str | None = None) -> LoadedImage:
+        """``name``: the upload's file name, which tells camera RAW files that begin like a TIFF."""
+        return decode_image(data, draft_size=self.index.model.spec.input_size, max_pixels=self.max_pixels, name=name)
 
 
 async def image_error_response(request: Request, exc: ImageLoadError) -> JSONResponse:

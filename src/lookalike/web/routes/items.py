@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from lookalike.imaging import formats
 from lookalike.imaging.load import DEFAULT_MAX_PIXELS as INDEX_MAX_PIXELS
 from lookalike.imaging.load import pixel_limit
 from lookalike.web.deps import NEEDS_TOKEN, TOKEN_ERRORS, StateDep, UploadsDep
@@ -24,7 +25,16 @@ from lookalike.web.uploads import UPLOAD_ERRORS
 
 PAGE_SIZE = 48
 
-_FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+_FORMAT_SUFFIX = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "GIF": ".gif",
+    "BMP": ".bmp",
+    "TIFF": ".tif",
+    "HEIF": ".heic",
+    "AVIF": ".avif",
+}
 _MIME = {
     "JPEG": "image/jpeg",
     "PNG": "image/png",
@@ -89,6 +99,13 @@ def original(state: StateDep, item_id: int) -> Response:
     """The indexed file itself, by id only."""
     rec, real = state.servable(item_id)
     try:
+        with open(real, "rb") as handle:
+            head = handle.read(65536)
+    except OSError as exc:
+        raise HTTPException(415, "this item's file is no longer a readable image") from exc
+    if formats.kind_of(head, real) == "raw":  # no browser shows camera RAW (Pillow may take one for a TIFF)
+        return FileResponse(state.previews.get(real, rec.sha256), media_type="image/jpeg")
+    try:
         # Opening an ICO decodes it: the file may have been swapped for a bomb since it was indexed.
         with pixel_limit(max(INDEX_MAX_PIXELS, state.max_pixels)), Image.open(real) as probe:
             fmt = probe.format or ""
@@ -112,7 +129,11 @@ async def add_item(
         raise HTTPException(403, "adding is disabled: the server was started without an upload folder")
     upload = await decode(image)  # decoded only to refuse bad pictures before writing
     sha = hashlib.sha256(upload.data).hexdigest()
-    target = state.upload_dir / f"{sha[:24]}{_FORMAT_SUFFIX.get(upload.format or '', '.img')}"
+    suffix = _FORMAT_SUFFIX.get(upload.format or "", ".img")
+    if upload.format == "RAW":  # keep a RAW extension: NEF, ARW... are told from a TIFF by their name
+        suffix = Path(image.filename or "").suffix.lower()
+        suffix = suffix if suffix in formats.RAW_EXTENSIONS else ".dng"
+    target = state.upload_dir / f"{sha[:24]}{suffix}"
     index = state.index
     async with state.change_lock:  # one ingest at a time; searches go on meanwhile
         existing = index.store.get_by_path(str(target))
