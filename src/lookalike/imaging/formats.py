@@ -1,8 +1,9 @@
 """Which decoder a file needs, from its first bytes and its name, and whether that decoder is here.
 
 Pillow decodes most formats itself, AVIF included (its wheels carry libavif). HEIC/HEIF needs
-pillow-heif and camera RAW needs rawpy (LibRaw): both are installed by default but optional at run
-time, so a machine without them skips those files with a reason that says what to install.
+pi-heif (libheif, decoders only) and camera RAW needs rawpy (LibRaw): both are installed by default
+but optional at run time, so a machine without them skips those files with a reason that says what
+to install.
 
 Camera RAW files are the awkward ones: most (NEF, ARW, PEF, SRW, DNG) begin exactly like a TIFF,
 and Pillow would happily "decode" the 160 x 120 thumbnail in their first directory. So a file is
@@ -35,12 +36,18 @@ Kind = Literal["heif", "avif", "raw"]
 #: Why a file was skipped when its decoder is missing: (``ImageLoadError.reason``, detail).
 MISSING_REASON = "decoder missing"
 MISSING_DETAIL: dict[Kind, str] = {
-    "heif": "HEIC/HEIF support is not installed: pip install pillow-heif",
+    "heif": "HEIC/HEIF support is not installed: pip install pi-heif",
     "avif": "AVIF support is not installed: this Pillow was built without libavif (PyPI's Pillow wheels have it)",
     "raw": "camera RAW support is not installed: pip install rawpy",
 }
-#: The module that decodes each kind (AVIF: Pillow's own plugin).
-_MODULE: dict[Kind, str] = {"heif": "pillow_heif", "avif": "PIL._avif", "raw": "rawpy"}
+#: The modules that can decode each kind, first choice first (AVIF: Pillow's own plugin). HEIF:
+#: pi-heif is libheif with decoders only (LGPL); pillow-heif, the same API, also bundles the x265
+#: encoder, which makes its wheel GPLv2, so it is only a test dependency (the tests encode HEIC).
+_MODULES: dict[Kind, tuple[str, ...]] = {
+    "heif": ("pi_heif", "pillow_heif"),
+    "avif": ("PIL._avif",),
+    "raw": ("rawpy",),
+}
 
 
 def ftyp_kind(head: bytes) -> Kind | None:
@@ -112,22 +119,25 @@ def kind_of(data: bytes, name: str | os.PathLike[str] | None = None) -> Kind | N
 
 @cache
 def decoder(kind: Kind) -> ModuleType | None:
-    """The module that decodes ``kind``, imported once; None if it is not installed (or is broken:
-    pillow-heif imports without its compiled part and fails on first use, so it is asked its version)."""
-    try:
-        module = importlib.import_module(_MODULE[kind])
-        if kind == "heif":
-            module.libheif_version()
-        return module
-    except Exception:  # ImportError, or a compiled library that does not load (OSError...)
-        return None
+    """The module that decodes ``kind``, imported once; None if none is installed (or works: a
+    libheif binding can import without its compiled part and fail on first use, so it is asked its
+    version)."""
+    for name in _MODULES[kind]:
+        try:
+            module = importlib.import_module(name)
+            if kind == "heif":
+                module.libheif_version()
+            return module
+        except Exception:  # ImportError, or a compiled library that does not load (OSError...)
+            continue
+    return None
 
 
 def skip_still_holds(reason: str, detail: str) -> bool:
     """Whether a failure remembered from an earlier run still applies without decoding again.
 
     A "decoder missing" skip stops applying once that decoder is installed: the user who was told
-    to ``pip install pillow-heif`` and did expects the next run to index those files.
+    to ``pip install pi-heif`` and did expects the next run to index those files.
     """
     if reason != MISSING_REASON:
         return True

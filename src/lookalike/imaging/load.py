@@ -185,7 +185,8 @@ def _decode_pillow(data: bytes, *, draft_size: int | None, max_pixels: int) -> t
             if getattr(img, "is_animated", False) and fmt != "HEIF":
                 img.seek(0)  # HEIF opens at its primary image, the one every viewer shows
             if draft_size and fmt in ("JPEG", "HEIF"):
-                # HEIF: the smallest embedded thumbnail that is a scaled copy of at least this size.
+                # HEIF with pillow-heif: the smallest embedded thumbnail that is a scaled copy of at
+                # least this size; pi-heif (the default decoder) has no draft mode and decodes it whole.
                 img.draft("RGB", (draft_size, draft_size))
             img.load()
             # HEIF: libheif applied the file's rotation and mirroring, and pillow-heif reset the
