@@ -19,15 +19,8 @@ import numpy as np
 
 from lookalike.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from lookalike.models.scratch_cnn import EMBED_DIM, build_scratch
-from lookalike.training.common import (
-    EarlyStopping,
-    EpochStats,
-    TrainProgress,
-    close_epoch,
-    finish_training,
-    optimise,
-    seed_everything,
-)
+from lookalike.training import common
+from lookalike.training.common import EpochStats, TrainProgress
 from lookalike.training.head import validation_recall
 
 if TYPE_CHECKING:
@@ -109,7 +102,7 @@ def train_scratch(
     from torch import nn
 
     progress = progress or TrainProgress()
-    rng = seed_everything(config.seed)
+    rng = common.seed_everything(config.seed)
     if config.device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     gen = torch.Generator().manual_seed(config.seed)
@@ -136,7 +129,7 @@ def train_scratch(
         )
 
     result = ScratchResult(state_dict={})
-    stopper = EarlyStopping(config.patience)
+    stopper = common.EarlyStopping(config.patience)
     start_time = time.perf_counter()
     stats = EpochStats(0, config.epochs, None, evaluate(), None, 0.0)
     result.history.append(stats)
@@ -154,12 +147,12 @@ def train_scratch(
             x = (torch.from_numpy(train_pixels[np.sort(idx)]).to(config.device).float() - mean) / std
             x = _augment(x, gen)
             batch_loss = loss_fn(model(x), y_all[np.sort(idx)])
-            total += optimise(batch_loss, optimizer, scheduler) * len(idx)
+            total += common.optimise(batch_loss, optimizer, scheduler) * len(idx)
             seen += len(idx)
         score = evaluate()
         loss = total / max(seen, 1)
-        if close_epoch(
+        if common.close_epoch(
             stopper, result, model, progress, epoch=epoch, epochs=config.epochs, loss=loss, score=score, started=t0
         ):
             break
-    return finish_training(result, stopper, start_time)
+    return common.finish_training(result, stopper, start_time)

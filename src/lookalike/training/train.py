@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -62,10 +62,8 @@ def train_model(
     started = time.perf_counter()
     progress.stage("scan", None)
     data = scan_labeled_folder(labeled_dir)
-    if recipe == "head":
-        package = _train_head(data, name, epochs, val_split, seed, force, backbone, views, alpha, progress)
-    else:
-        package = _train_scratch(data, name, epochs, val_split, seed, force, progress)
+    job = _Job(data, name, epochs, val_split, seed, force, progress)
+    package = _train_head(job, backbone, views, alpha) if recipe == "head" else _train_scratch(job)
     progress.message(f"saved model {name!r} to {package.path} in {time.perf_counter() - started:.0f} s")
     return package
 
@@ -90,18 +88,24 @@ def _base_report(data: LabeledImages, recipe: str, train_idx: np.ndarray, val_id
     }
 
 
-def _train_head(
-    data: LabeledImages,
-    name: str,
-    epochs: int | None,
-    val_split: float,
-    seed: int,
-    force: bool,
-    backbone_name: str,
-    views: int | None,
-    alpha: float | None,
-    progress: TrainProgress,
-) -> ModelPackage:
+@dataclass(frozen=True)
+class _Job:
+    """What every recipe is given: the scanned folder, the package name and the shared settings."""
+
+    data: LabeledImages
+    name: str
+    epochs: int | None
+    val_split: float
+    seed: int
+    force: bool
+    progress: TrainProgress
+
+    def unpack(self) -> tuple[LabeledImages, str, int | None, float, int, bool, TrainProgress]:
+        return self.data, self.name, self.epochs, self.val_split, self.seed, self.force, self.progress
+
+
+def _train_head(job: _Job, backbone_name: str, views: int | None, alpha: float | None) -> ModelPackage:
+    data, name, epochs, val_split, seed, force, progress = job.unpack()
     config = HeadConfig(backbone=backbone_name, seed=seed, views=views)
     if alpha is not None:
         config.alpha = alpha
@@ -210,15 +214,8 @@ def _best(history: list, epoch: int) -> float | None:
     return None
 
 
-def _train_scratch(
-    data: LabeledImages,
-    name: str,
-    epochs: int | None,
-    val_split: float,
-    seed: int,
-    force: bool,
-    progress: TrainProgress,
-) -> ModelPackage:
+def _train_scratch(job: _Job) -> ModelPackage:
+    data, name, epochs, val_split, seed, force, progress = job.unpack()
     from lookalike.training.data import load_all
 
     config = ScratchConfig(seed=seed)
