@@ -278,14 +278,20 @@ def screenshot(rng: np.random.Generator, **_: object) -> Image.Image:
 
 
 def close_up(rng: np.random.Generator, source: Image.Image | None = None, **_: object) -> Image.Image:
-    """A detail cut from a large photo that is not in the collection (a badge, a texture, a wheel).
+    """A detail of an object photo (a wheel of the motorcycle, the cat's fur, a badge): a crop near
+    the middle, 12-25% of the short side of a large photo (30-45% of a small one), shown at 320-480 px.
 
-    ``source`` should be at full resolution: the crop (12-25% of its short side) is shown at 320-480 px.
+    ``source`` should be at full resolution and show an object: a crop of a landscape is just another
+    landscape, not an odd one.
     """
     assert source is not None
     w, h = source.size
-    side = max(16, int(min(w, h) * rng.uniform(0.12, 0.25)))
-    x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+    fraction = rng.uniform(0.12, 0.25) if min(w, h) >= 800 else rng.uniform(0.3, 0.45)
+    side = max(16, int(min(w, h) * fraction))
+    cx = int(w * rng.uniform(0.3, 0.7))
+    cy = int(h * rng.uniform(0.3, 0.7))
+    x = int(np.clip(cx - side // 2, 0, w - side))
+    y = int(np.clip(cy - side // 2, 0, h - side))
     crop = source.crop((x, y, x + side, y + side))
     out = int(rng.integers(320, 481))
     return crop.resize((out, out), Image.Resampling.LANCZOS)

@@ -23,9 +23,11 @@ from lookalike.audit.clusters import cluster, default_clusters
 from lookalike.audit.outliers import (
     DEFAULT_OUTLIER_CUTOFF,
     MIN_PICTURES,
+    TONE_WEIGHT,
     default_k,
     neighbour_statistic,
     robust_scores,
+    tone_scores,
 )
 from lookalike.audit.quality import DEFAULT_CUTOFFS, ISSUES, Quality, QualityCutoffs, assess, has_current_stats
 from lookalike.dedup.groups import DupGroup, find_duplicate_groups
@@ -46,8 +48,10 @@ class ItemAudit:
 
     record: ItemRecord
     quality: Quality
-    #: robust z-score of its k-NN similarity (higher = odder); None in a collection too small to judge
+    #: how unlike the rest it is (higher = odder; see audit.outliers); None in a collection too small to judge
     outlier_score: float | None = None
+    #: the score's parts: ``knn`` (unlike its nearest different pictures), ``tone`` (poorer in tones)
+    outlier_parts: dict[str, float] = field(default_factory=dict)
     outlier: bool = False
     cluster: int = 0
     #: kinds of finding a reviewer marked "not a problem" (and which are therefore not reported)
@@ -161,13 +165,15 @@ def audit(
     cutoffs: QualityCutoffs = DEFAULT_CUTOFFS,
     outlier_cutoff: float = DEFAULT_OUTLIER_CUTOFF,
     k: int | None = None,
+    tone_weight: float = TONE_WEIGHT,
     n_clusters: int | None = None,
     measure: bool = True,
     progress: AuditProgress | None = None,
 ) -> AuditReport:
     """Audit everything in ``index`` (see the module docstring and docs/audit.md).
 
-    ``k``: neighbours of the odd-one-out statistic (default: the no-match rule's ``auto_k``);
+    ``k``: neighbours of the odd-one-out statistic (default: the no-match rule's ``auto_k``, at least
+    3); ``tone_weight``: weight of the tonal part of the odd-one-out score;
     ``n_clusters``: default ``sqrt(n / 2)``; ``measure``: measure the pixel statistics of items that
     lack them (else they are reported as not measured).
     """
@@ -211,11 +217,18 @@ def audit(
     view = cal.view if cal is not None else index.model.spec.no_match_view  # read as the no-match rule reads
     used_k = max(1, min(k or default_k(n_pictures), max(1, n_pictures - 1)))
     stat = neighbour_statistic(store, rep_rows, ids, vectors, family_of, family_size, used_k, view)
-    z = robust_scores(stat)
+    knn_z = robust_scores(stat)
+    entropy = np.array([_entropy(items[row], measured) for row in rep_rows.tolist()], dtype=np.float64)
+    tone_z = tone_scores(entropy)
     judged = n_pictures >= MIN_PICTURES
-    score_of_sha = {recs[row].sha256: float(score) for row, score in zip(rep_rows.tolist(), z.tolist(), strict=True)}
+    parts_of_sha = {
+        recs[row].sha256: (float(a), float(b))
+        for row, a, b in zip(rep_rows.tolist(), knn_z.tolist(), tone_z.tolist(), strict=True)
+    }
     for item in items:
-        score = score_of_sha[item.record.sha256]
+        knn, tone = parts_of_sha[item.record.sha256]
+        score = knn + tone_weight * tone
+        item.outlier_parts = {"knn": round(knn, 3), "tone": round(tone, 3)}
         item.outlier_score = score if judged else None
         item.outlier = judged and score >= outlier_cutoff and decisions.OUTLIER not in item.dismissed
 
@@ -228,6 +241,7 @@ def audit(
         "quality_cutoffs": cutoffs.to_dict(),
         "outlier_cutoff": outlier_cutoff,
         "outlier_k": used_k,
+        "outlier_tone_weight": tone_weight,
         "outlier_reads": "the no-match view" if view is not None else "whole vectors",
         "distinct_pictures": n_pictures,
         "clusters": assignment.n_clusters,
@@ -236,6 +250,13 @@ def audit(
     report = AuditReport(items, clusters, exact, near, settings, len(measured), not_measured)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _entropy(item: ItemAudit, measured: dict[int, dict]) -> float:
+    stats = measured.get(item.record.id) or item.record.extra.get("stats")
+    if item.quality.measured and isinstance(stats, dict) and "entropy" in stats:
+        return float(stats["entropy"])
+    return float("nan")
 
 
 def _split_duplicates(recs: Sequence[ItemRecord], groups: Sequence[DupGroup]) -> tuple[list[DupGroup], list[DupGroup]]:

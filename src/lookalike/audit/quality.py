@@ -98,10 +98,14 @@ class Quality:
     measured: bool = True
 
 
+#: The statistics the rules read.
+NEEDED = ("brightness", "contrast", "sharpness", "structure", "entropy", "dominant", "clipped", "colour_p95")
+
+
 def has_current_stats(extra: Mapping[str, object]) -> bool:
-    """Whether an item's stored statistics are of the version the rules read."""
+    """Whether an item's stored statistics are of the version (and have the values) the rules read."""
     stats = extra.get("stats")
-    return isinstance(stats, Mapping) and stats.get("version") == STATS_VERSION
+    return isinstance(stats, Mapping) and stats.get("version") == STATS_VERSION and all(k in stats for k in NEEDED)
 
 
 def scores(stats: Mapping[str, float], width: int, height: int) -> dict[str, float]:

@@ -22,7 +22,7 @@ COARSE_SIDE = 32
 #: A channel at or above this 8-bit level counts as clipped (burnt-out highlight).
 CLIPPED_AT = 250
 #: Bumped when a statistic's definition changes, so stored values are never compared across versions.
-#: 2: grey percentiles, coarse structure, dominant colour share, colour spread p95; faster arithmetic.
+#: 2: grey percentiles, coarse structure, dominant colour, colour spread p95, clipped share; faster arithmetic.
 STATS_VERSION = 2
 
 
@@ -51,7 +51,8 @@ def pixel_stats(image: Image.Image) -> dict[str, float]:
     * ``entropy``: bits of the grey histogram, 0..8;
     * ``dominant``: share of pixels in the most common colour (16 levels per channel);
     * ``colourfulness``, ``colour_p95``: mean and 95th percentile of the spread between the RGB
-      channels (~0 for greyscale pictures).
+      channels (~0 for greyscale pictures);
+    * ``clipped``: share of pixels with a channel at or above :data:`CLIPPED_AT` (burnt out).
     """
     small = image.convert("RGB")
     if max(small.size) > STATS_SIDE:
@@ -67,8 +68,7 @@ def pixel_stats(image: Image.Image) -> dict[str, float]:
     value8 = np.maximum(np.maximum(r, g), b)
     spread8 = value8 - np.minimum(np.minimum(r, g), b)
     value_hist = np.bincount(value8.ravel(), minlength=256)
-    clipped = value_hist[CLIPPED_AT:].sum() / value8.size
-    unclipped = value_hist[:CLIPPED_AT]
+    clipped = value_hist[CLIPPED_AT:].sum() / value8.size  # burnt-out highlights
     spread_hist = np.bincount(spread8.ravel(), minlength=256)
     codes = ((r >> 4).astype(np.int32) << 8) | ((g >> 4).astype(np.int32) << 4) | (b >> 4).astype(np.int32)
     coarse_size = (min(COARSE_SIDE, small.width), min(COARSE_SIDE, small.height))
@@ -86,7 +86,5 @@ def pixel_stats(image: Image.Image) -> dict[str, float]:
         "colourfulness": round(float(spread8.mean()) / 255.0, 5),
         "colour_p95": round(_percentile(spread_hist, 0.95), 5),
         "clipped": round(float(clipped), 5),
-        "value_unclipped": round(float((unclipped * np.arange(CLIPPED_AT)).sum() / max(1, unclipped.sum())) / 255.0, 5),
-        "value_p10": round(_percentile(value_hist, 0.10), 5),
         "version": STATS_VERSION,
     }
