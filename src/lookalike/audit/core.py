@@ -25,9 +25,7 @@ from lookalike.audit.outliers import (
     MIN_PICTURES,
     TONE_WEIGHT,
     default_k,
-    neighbour_statistic,
-    robust_scores,
-    tone_scores,
+    odd_one_scores,
 )
 from lookalike.audit.quality import DEFAULT_CUTOFFS, ISSUES, Quality, QualityCutoffs, assess, has_current_stats
 from lookalike.dedup.groups import DupGroup, find_duplicate_groups
@@ -173,7 +171,7 @@ def audit(
     """Audit everything in ``index`` (see the module docstring and docs/audit.md).
 
     ``k``: neighbours of the odd-one-out statistic (default: the no-match rule's ``auto_k``, at least
-    3); ``tone_weight``: weight of the tonal part of the odd-one-out score;
+    :data:`~lookalike.audit.outliers.MIN_K`); ``tone_weight``: weight of the tonal part of the odd-one-out score;
     ``n_clusters``: default ``sqrt(n / 2)``; ``measure``: measure the pixel statistics of items that
     lack them (else they are reported as not measured).
     """
@@ -216,10 +214,19 @@ def audit(
     cal = index.calibration
     view = cal.view if cal is not None else index.model.spec.no_match_view  # read as the no-match rule reads
     used_k = max(1, min(k or default_k(n_pictures), max(1, n_pictures - 1)))
-    stat = neighbour_statistic(store, rep_rows, ids, vectors, family_of, family_size, used_k, view)
-    knn_z = robust_scores(stat)
     entropy = np.array([_entropy(items[row], measured) for row in rep_rows.tolist()], dtype=np.float64)
-    tone_z = tone_scores(entropy)
+    knn_z, tone_z = odd_one_scores(
+        store,
+        rep_rows,
+        ids,
+        vectors,
+        family_of,
+        family_size,
+        used_k,
+        view,
+        entropy,
+        tone_weight,
+    )
     judged = n_pictures >= MIN_PICTURES
     parts_of_sha = {
         recs[row].sha256: (float(a), float(b))

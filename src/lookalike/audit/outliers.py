@@ -12,8 +12,11 @@ make it an audit of the collection rather than a test of a query:
   i.e. it would flag 5% of any collection, odd or not. The audit scores how far an item's statistic
   lies below the collection's typical one, ``(median - statistic) / (1.4826 * MAD)`` (a robust
   z-score: the odd ones do not move the median or the MAD, so 1 or 100 of them are found alike).
-* **k of at least** :data:`MIN_K`: odd pictures of one kind (three different placeholders) are close
-  to each other; with k = 1 each would vouch for the next. The k-th neighbour is a real photo again.
+* **Odd ones do not vouch for each other.** Odd pictures of one kind (three different placeholders)
+  are close to each other; with k = 1 each would vouch for the next. So k is at least :data:`MIN_K`
+  (of 3-10 odd pictures of a kind, the k-th neighbour is a real photo again), and a second pass
+  reads the statistic again without the first pass's suspects as neighbours
+  (:func:`odd_one_scores`).
 * **The kind of picture counts too.** An ImageNet network maps drawings (cards, diagrams,
   screenshots) near photographs (similarity ~0.55 where photos of one kind reach ~0.6-0.7), so
   the embedding alone does not tell them apart. Their pixels do: a drawing has a few flat tones where
@@ -27,7 +30,7 @@ k, the weight and the cut-off were chosen on the tuning part of ``bench/bench_au
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping
 
 import numpy as np
 
@@ -35,12 +38,15 @@ from lookalike.models.base import NoMatchView
 from lookalike.search.no_match import NoMatchRule, auto_k
 from lookalike.store.base import Store, VectorRows
 
-#: Score from which an item is flagged as an odd one out.
-DEFAULT_OUTLIER_CUTOFF = 3.5
+#: Score from which an item is flagged as an odd one out (chosen on the tuning part of bench_audit.py).
+DEFAULT_OUTLIER_CUTOFF = 2.5
 #: The smallest k of the k-NN statistic (the no-match rule's auto_k grows from 1 with the collection).
-MIN_K = 3
+MIN_K = 8
 #: Weight of the tonal part of the score (see the module docstring).
-TONE_WEIGHT = 0.2
+TONE_WEIGHT = 0.3
+#: Pass 1 takes pictures scoring at least this for suspects (see :func:`odd_one_scores`). Fixed, not
+#: tied to the cut-off, so that changing the cut-off only moves the line, not the scores.
+SUSPECT_AT = 1.75
 #: Below this many distinct pictures nothing is flagged: there is no "rest of the collection".
 MIN_PICTURES = 10
 #: At most this many neighbours are fetched per item (copies of it skipped, then k and the view's pool).
@@ -57,38 +63,60 @@ def neighbour_statistic(
     family_size: Mapping[int, int],
     k: int,
     view: NoMatchView | None,
+    exclude: Collection[int] = (),
+    neighbours_out: list[list[int]] | None = None,
 ) -> np.ndarray:
-    """For each of ``rows``: the k-th similarity to items of *other* families, as the no-match rule
-    reads it (``-inf`` when no other family was found)."""
-    return neighbour_statistics(store, rows, ids, vectors, family_of, family_size, [k], view)[k]
+    """For each of ``rows``: the k-th similarity to items of *other* families (and not in ``exclude``),
+    as the no-match rule reads it; ``-inf`` when there is none. ``neighbours_out`` receives the ids
+    each row's statistic was read from."""
+    rule = NoMatchRule("knn", 0.0, k, view)  # used to read, not to decide
+    out = np.full(len(rows), -np.inf, dtype=np.float64)
+    for start in range(0, len(rows), _BLOCK):
+        block = rows[start : start + _BLOCK]
+        own = [family_of[int(ids[r])] for r in block]
+        skip = max(family_size[f] for f in own) + len(exclude)
+        width = min(MAX_WIDTH, rule.neighbours + skip, len(ids))
+        queries = vectors[block]
+        for j, hits in enumerate(store.search(queries, width)):
+            kept = [h for h in hits if family_of.get(h.id, -1) != own[j] and h.id not in exclude][: rule.neighbours]
+            if neighbours_out is not None:
+                neighbours_out.append([h.id for h in kept])
+            if kept:
+                out[start + j] = rule.statistic(rule.read(store, queries[j], kept))
+    return out
 
 
-def neighbour_statistics(
+def odd_one_scores(
     store: Store,
     rows: np.ndarray,
     ids: np.ndarray,
     vectors: np.ndarray | VectorRows,
     family_of: Mapping[int, int],
     family_size: Mapping[int, int],
-    ks: Sequence[int],
+    k: int,
     view: NoMatchView | None,
-) -> dict[int, np.ndarray]:
-    """:func:`neighbour_statistic` for several k from one search (k -> one value per row)."""
-    rule = NoMatchRule("knn", 0.0, max(ks), view)  # used to read, not to decide
-    out = {k: np.full(len(rows), -np.inf, dtype=np.float64) for k in ks}
-    for start in range(0, len(rows), _BLOCK):
-        block = rows[start : start + _BLOCK]
-        own = [family_of[int(ids[r])] for r in block]
-        skip = max(family_size[f] for f in own)
-        width = min(MAX_WIDTH, rule.neighbours + skip, len(ids))
-        queries = vectors[block]
-        for j, hits in enumerate(store.search(queries, width)):
-            kept = [h for h in hits if family_of.get(h.id, -1) != own[j]][: rule.neighbours]
-            if kept:
-                read = rule.read(store, queries[j], kept)
-                for k in ks:
-                    out[k][start + j] = float(read[min(k, len(read)) - 1])
-    return out
+    entropy: np.ndarray,
+    tone_weight: float = TONE_WEIGHT,
+    suspect_at: float = SUSPECT_AT,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(knn_z, tone_z)`` of each of ``rows`` (one row per distinct picture), in two passes.
+
+    Pass 1 scores everyone. Odd pictures of one kind are near each other, so each vouches for the
+    others; pass 2 therefore reads again, without the *suspects* of pass 1 (score at or above
+    ``suspect_at``) as neighbours, the rows that had a suspect among their neighbours (the suspects
+    first of all). Photos rarely do, so the typical statistic, and the fence, barely move.
+    """
+    tone_z = tone_scores(entropy)
+    read_from: list[list[int]] = []
+    stat = neighbour_statistic(store, rows, ids, vectors, family_of, family_size, k, view, (), read_from)
+    first = robust_scores(stat) + tone_weight * tone_z
+    suspects = {int(ids[row]) for row, score in zip(rows.tolist(), first.tolist(), strict=True) if score >= suspect_at}
+    suspect_items = {item for item, family in family_of.items() if family in {family_of[i] for i in suspects}}
+    again = [j for j, near in enumerate(read_from) if set(near) & suspect_items]
+    if again:
+        redo = rows[np.asarray(again, dtype=np.int64)]
+        stat[again] = neighbour_statistic(store, redo, ids, vectors, family_of, family_size, k, view, suspect_items)
+    return robust_scores(stat), tone_z
 
 
 def robust_scores(statistic: np.ndarray) -> np.ndarray:

@@ -59,16 +59,16 @@ TINY_SIDE = 256
 class QualityCutoffs:
     """Scores at or above these are flagged (one per issue; ``low_information`` has two sub-scores)."""
 
-    blurry: float = 0.68
-    dark: float = 0.875
-    bright: float = 0.40
+    blurry: float = 0.613
+    dark: float = 0.865
+    bright: float = 0.395
     #: on the structure sub-score (solid colours, gradients)
-    low_information: float = 0.75
+    low_information: float = 0.891
     #: on the entropy sub-score, 1 - entropy / 8 (text-only placeholders)
-    low_information_tone: float = 0.85
-    odd_aspect: float = 0.70
-    tiny: float = 0.50
-    grayscale: float = 0.62
+    low_information_tone: float = 0.847
+    odd_aspect: float = 0.76
+    tiny: float = 0.511
+    grayscale: float = 0.666
 
     def with_overrides(self, overrides: Mapping[str, float]) -> QualityCutoffs:
         """A copy with some cut-offs changed; unknown names are an error that lists the known ones."""
