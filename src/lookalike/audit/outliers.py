@@ -111,7 +111,8 @@ def odd_one_scores(
     stat = neighbour_statistic(store, rows, ids, vectors, family_of, family_size, k, view, (), read_from)
     first = robust_scores(stat) + tone_weight * tone_z
     suspects = {int(ids[row]) for row, score in zip(rows.tolist(), first.tolist(), strict=True) if score >= suspect_at}
-    suspect_items = {item for item, family in family_of.items() if family in {family_of[i] for i in suspects}}
+    suspect_families = {family_of[i] for i in suspects}
+    suspect_items = {item for item, family in family_of.items() if family in suspect_families}
     again = [j for j, near in enumerate(read_from) if set(near) & suspect_items]
     if again:
         redo = rows[np.asarray(again, dtype=np.int64)]
