@@ -311,3 +311,20 @@ def test_check_finds_an_edited_copy_and_not_an_unrelated_photo(
     assert doc["counts"] == {"exact": 1, "near": 1, "new": 1, "unreadable": 1}
     with Index.open(photo_library["db"], create=False) as index:  # type: ignore[arg-type]
         assert len(index) == len(indexed)  # checking adds nothing
+
+
+def test_html_report_and_option_errors(collection: dict[str, object]) -> None:
+    db, page = str(collection["db"]), Path(str(collection["tmp"])) / "audit.html"
+    result = runner.invoke(app, ["audit", "--db", db, "--html", str(page), "--cutoff", "blurry=0.99"])
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert "Odd ones out" in text and "Dark (1)" in text and "planted-dark.jpg" in text
+    assert "data:image/jpeg;base64," in text  # thumbnails embedded: the page works offline
+    assert "<h2>Blurry</h2><p class='meta'>none</p>" in text  # the cut-off moved: nothing is blurry enough
+    for args, message in (
+        (["--cutoff", "sharpness=0.5"], "unknown cut-off sharpness"),
+        (["--cutoff", "blurry"], "NAME=VALUE"),
+        (["--only", "everything", "--export", str(page.with_suffix(".csv"))], "unknown finding everything"),
+    ):
+        result = runner.invoke(app, ["audit", "--db", db, *args])
+        assert result.exit_code == 2 and message in result.output, result.output
