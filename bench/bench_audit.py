@@ -624,7 +624,7 @@ def main() -> None:
         per_kind,
     )
     print_table(
-        "Pixel statistics at index time: CPU ms per picture on one core (held-out photos, 1.5-20 MP)",
+        "Pixel statistics at index time: CPU ms per picture (process CPU time; held-out photos, 0.2-25 MP)",
         ["photos", "decode + preprocess", "model (batch 32)", "statistics", "statistics / indexing CPU"],
         cost,
     )

@@ -117,7 +117,7 @@ def test_audit_page_and_map_render_and_link_to_items(server: str) -> None:
         assert page.locator("#map circle.flagged").count() >= 2
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.evaluate("window.scrollTo(0, 0)")
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True, clip={"x": 0, "y": 0, "width": 1100, "height": 1700})
 
         dark_card.click()
         page.wait_for_url("**/items/*")
