@@ -103,7 +103,7 @@ class AuditReport:
             for issue in a.issues:
                 out[issue].append(a)
         for issue, found in out.items():
-            found.sort(key=lambda a, i=issue: (-a.quality.scores[i], a.record.path))
+            found.sort(key=lambda a, i=issue: (-a.quality.severity(i), a.record.path))
         return out
 
     def counts(self) -> dict[str, int]:

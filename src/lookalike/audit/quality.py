@@ -97,6 +97,12 @@ class Quality:
     #: False when the picture had no (current) statistics and could not be measured
     measured: bool = True
 
+    def severity(self, issue: str) -> float:
+        """The issue's score as shown: for ``low_information`` the larger of its two sub-scores."""
+        if issue == "low_information":
+            return max(self.scores.get("low_information", 0.0), self.scores.get("low_information_tone", 0.0))
+        return self.scores.get(issue, 0.0)
+
 
 #: The statistics the rules read.
 NEEDED = ("brightness", "contrast", "sharpness", "structure", "entropy", "dominant", "clipped", "colour_p95")

@@ -37,7 +37,7 @@ def findings(report: AuditReport, only: Iterable[str] | None = None) -> list[tup
     if "outliers" in wanted:
         rows += [(a.record, "outlier", float(a.outlier_score or 0.0), "") for a in report.outliers()]
     for a in report.quality():
-        rows += [(a.record, issue, a.quality.scores[issue], "") for issue in a.issues if issue in wanted]
+        rows += [(a.record, issue, a.quality.severity(issue), "") for issue in a.issues if issue in wanted]
     if "duplicates" in wanted:
         for kind, groups in (("exact_duplicate", report.exact_duplicates), ("near_duplicate", report.near_duplicates)):
             for group in groups:
@@ -123,7 +123,7 @@ def audit_html(report: AuditReport, limit: int = 200) -> str:
         )
     )
     for issue, found in report.by_issue().items():
-        figures = [_figure(a.record, f"{issue} {a.quality.scores[issue]:.2f}") for a in found[:limit]]
+        figures = [_figure(a.record, f"{issue} {a.quality.severity(issue):.2f}") for a in found[:limit]]
         body.append(_section(issue.replace("_", " ").capitalize(), figures))
     for title, groups in (("Exact duplicates", report.exact_duplicates), ("Near-duplicates", report.near_duplicates)):
         blocks = []

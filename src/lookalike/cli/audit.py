@@ -164,7 +164,7 @@ def _print_report(report: AuditReport) -> None:
         table.add_column("issues")
         table.add_column("path", overflow="fold")
         for a in found[:200]:
-            table.add_row(", ".join(f"{i} {a.quality.scores[i]:.2f}" for i in a.issues), a.record.path)
+            table.add_row(", ".join(f"{i} {a.quality.severity(i):.2f}" for i in a.issues), a.record.path)
         out.print(table)
     for title, groups in (("exact duplicates", report.exact_duplicates), ("near-duplicates", report.near_duplicates)):
         for group in groups[:20]:

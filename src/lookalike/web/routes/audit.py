@@ -57,6 +57,7 @@ def _entry(state: WebState, a: ItemAudit) -> dict[str, Any]:
     out.update(
         issues=list(a.issues),
         scores=dict(a.quality.scores),
+        severity={issue: round(a.quality.severity(issue), 4) for issue in a.issues},
         outlier_score=None if a.outlier_score is None else round(a.outlier_score, 2),
         outlier=a.outlier,
         cluster=a.cluster,
