@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lookalike.cli import calibration, clean, collection, evaluate, serve, train
+from lookalike.cli import audit, calibration, clean, collection, evaluate, serve, train
 
 app = typer.Typer(
     name="lookalike",
@@ -13,7 +13,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for group in (collection, calibration, clean, serve, evaluate, train):
+for group in (collection, calibration, clean, audit, serve, evaluate, train):
     group.register(app)
 
 

@@ -136,7 +136,7 @@ def dups_command(
         if html is not None:
             err.print(f"review page: {html}")
         if report is not None:
-            _print_quarantine(report)
+            print_quarantine(report)
     if report is not None and report.skipped:
         raise typer.Exit(1)
 
@@ -218,7 +218,7 @@ def sweep_command(
         if html is not None:
             err.print(f"review page: {html}")
         if report is not None:
-            _print_quarantine(report)
+            print_quarantine(report)
         elif result.matches:
             err.print("dry run: nothing moved (add --quarantine DIR to move them)")
     if report is not None and report.skipped:
@@ -246,7 +246,7 @@ def restore_command(
         raise typer.Exit(1)
 
 
-def _print_quarantine(report: QuarantineReport) -> None:
+def print_quarantine(report: QuarantineReport) -> None:
     for skip in report.skipped:
         err.print(f"[yellow]skipped[/yellow] {skip.path}: {skip.reason}")
     out.print(

@@ -7,7 +7,7 @@ embedded :class:`~lookalike.store.local.LocalStore` can be swapped for an ANN-ba
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -239,6 +239,15 @@ class Store(ABC):
     def not_duplicates(self) -> set[tuple[str, str]]:
         """Every (sha256, sha256) pair marked "not a duplicate", smaller hash first."""
         return {(str(a), str(b)) for a, b in (self.get_meta("not_duplicates") or [])}  # type: ignore[union-attr]
+
+    def update_extra(self, updates: Mapping[int, Mapping[str, object]]) -> int:
+        """Merge these keys into the ``extra`` of existing items (by id); returns how many were updated.
+
+        For facts measured after indexing (pixel statistics of items indexed before they existed), so
+        they are measured once. Optional: this default keeps nothing (the caller measures again next
+        time); stores with tables (LocalStore) override it.
+        """
+        return 0
 
     @abstractmethod
     def get_meta(self, key: str) -> object: ...

@@ -35,7 +35,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -554,6 +554,21 @@ class LocalStore(Store):
     def touch(self, item_id: int, size: int, mtime_ns: int) -> None:
         with self._write_txn():
             self._db.execute("UPDATE items SET size = ?, mtime_ns = ? WHERE id = ?", (size, mtime_ns, item_id))
+
+    def update_extra(self, updates: Mapping[int, Mapping[str, object]]) -> int:
+        """Merge keys into items' ``extra`` in one transaction (the vectors and slots are untouched)."""
+        if not updates:
+            return 0
+        with self._write_txn():
+            done = 0
+            for item_id, fields in updates.items():
+                row = self._db.execute("SELECT extra FROM items WHERE id = ?", (int(item_id),)).fetchone()
+                if row is None:
+                    continue
+                merged = {**(json.loads(row[0]) if row[0] else {}), **fields}
+                self._db.execute("UPDATE items SET extra = ? WHERE id = ?", (json.dumps(merged), int(item_id)))
+                done += 1
+        return done
 
     def remove(self, ids: Sequence[int]) -> int:
         if not ids:

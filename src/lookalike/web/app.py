@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from lookalike import __version__
 from lookalike.imaging.load import ImageLoadError
 from lookalike.index import Index
-from lookalike.web.routes import health, items, pages, review, search
+from lookalike.web.routes import audit, health, items, pages, review, search
 from lookalike.web.security import MULTIPART_SLACK, BodyLimitMiddleware, SecurityHeadersMiddleware
 from lookalike.web.state import WebState
 from lookalike.web.uploads import image_error_response
@@ -92,7 +92,7 @@ def create_app(
     )
     app.state.lookalike = state
     app.mount("/static", StaticFiles(directory=STATIC), name="static")  # the pages' script and stylesheet
-    for router in (health.router, search.router, items.router, pages.router, review.router):
+    for router in (health.router, search.router, items.router, pages.router, review.router, audit.router):
         app.include_router(router)
 
     app.add_middleware(SecurityHeadersMiddleware, csp=_CSP)

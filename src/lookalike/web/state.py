@@ -55,6 +55,9 @@ class WebState:
         self.previews = ThumbnailCache(thumbnail_dir, size=PREVIEW_SIZE)
         self.batcher = SearchBatcher(index)
         self.change_lock = asyncio.Lock()  # one change to the collection (add, quarantine) at a time
+        #: the last audit, with the index state it was made of (see routes/audit.py)
+        self.audit_cache: tuple[object, object] | None = None
+        self.audit_lock = asyncio.Lock()
 
     def close(self) -> None:
         self.batcher.close()

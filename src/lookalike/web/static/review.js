@@ -138,6 +138,13 @@
     await load("Sweeping…", async () => renderSweep(await call("/api/review/sweep", { method: "POST", body: form })));
   });
 
+  // /review?like=1,2,3 (the audit page's "sweep this cluster"): fill in the examples and sweep at once
+  const like = new URLSearchParams(window.location.search).get("like");
+  if (like) {
+    $("sweep-like").value = like.split(",").join(" ");
+    $("sweep-form").requestSubmit();
+  }
+
   $("quarantine").addEventListener("click", async () => {
     showError("");
     const ids = [...list.querySelectorAll("input[type=checkbox]:checked")].map((b) => Number(b.dataset.id));
