@@ -47,3 +47,27 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[objec
     for row in rows:
         cells = [f"{c:,.1f}" if isinstance(c, float) else str(c) for c in row]
         print("| " + " | ".join(cells) + " |")
+
+
+def stub_torchvision() -> None:
+    """imagededup imports torchvision for its own CNN models, and PyPI's torchvision does not load
+    beside the CPU torch here; the hashing methods the benchmarks compare never touch it."""
+    import sys
+    import types
+
+    class _Stub(types.ModuleType):
+        def __getattr__(self, name: str) -> _Stub:
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return _Stub(f"{self.__name__}.{name}")
+
+        def __call__(self, *a: object, **k: object) -> _Stub:
+            return _Stub(f"{self.__name__}()")
+
+    for name in (
+        "torchvision",
+        "torchvision.models",
+        "torchvision.transforms",
+        "torchvision.models.vision_transformer",
+    ):
+        sys.modules.setdefault(name, _Stub(name))

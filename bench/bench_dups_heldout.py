@@ -63,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # _dup_edits
 
 import lookalike_data as datasets
 from _dup_edits import FAMILY, HARD, MILD, edit, load_rgb
+from _util import stub_torchvision
 
 SETS = ("tuning", "heldout")
 SET_TITLES = {"tuning": "tuning", "heldout": "held-out"}
@@ -290,35 +291,13 @@ def run_lookalike(folder: Path, labels: dict[str, Label], model: str | None) -> 
 
 
 # -- peers ---------------------------------------------------------------------------------------------
-def _stub_torchvision() -> None:
-    """imagededup imports torchvision for its own CNN models; none of them is used here."""
-    import types
-
-    class _Stub(types.ModuleType):
-        def __getattr__(self, name: str) -> _Stub:
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return _Stub(f"{self.__name__}.{name}")
-
-        def __call__(self, *a: object, **k: object) -> _Stub:
-            return _Stub(f"{self.__name__}()")
-
-    for name in (
-        "torchvision",
-        "torchvision.models",
-        "torchvision.transforms",
-        "torchvision.models.vision_transformer",
-    ):
-        sys.modules.setdefault(name, _Stub(name))
-
-
 def _best(curve: list[tuple[str, set[Pair]]], truth: set[Pair]) -> tuple[str, set[Pair]]:
     return max(curve, key=lambda item: prf(item[1], truth)[2])
 
 
 def run_imagededup(folder: Path, labels: dict[str, Label]) -> dict[str, set[Pair]]:
     """PHash/DHash at distance 10 and at their best; the CNN method with lookalike's MobileNetV2."""
-    _stub_torchvision()
+    stub_torchvision()
     import torch
     from imagededup.methods import CNN, DHash, PHash
     from imagededup.utils.models import CustomModel

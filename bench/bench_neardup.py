@@ -22,7 +22,6 @@ import os
 import random
 import sys
 import time
-import types
 from collections import defaultdict
 from pathlib import Path
 
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # lookal
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _dup_edits
 
 from _dup_edits import NEARDUP_EDITS, edit
+from _util import stub_torchvision
 
 EDITS = NEARDUP_EDITS
 MILD = ("downscale", "jpeg", "crop90")
@@ -176,22 +176,7 @@ def dict_pairs(dups: dict[str, list[str]]) -> set[frozenset[str]]:
 
 
 def import_imagededup():  # type: ignore[no-untyped-def]
-    class _Stub(types.ModuleType):
-        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return _Stub(f"{self.__name__}.{name}")
-
-        def __call__(self, *a, **k):  # type: ignore[no-untyped-def]
-            return _Stub(f"{self.__name__}()")
-
-    for name in (
-        "torchvision",
-        "torchvision.models",
-        "torchvision.transforms",
-        "torchvision.models.vision_transformer",
-    ):
-        sys.modules.setdefault(name, _Stub(name))
+    stub_torchvision()
     from imagededup.methods import DHash, PHash
 
     return PHash, DHash
