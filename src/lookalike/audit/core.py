@@ -24,6 +24,7 @@ from lookalike.audit.outliers import (
     DEFAULT_OUTLIER_CUTOFF,
     MIN_PICTURES,
     TONE_WEIGHT,
+    Neighbourhood,
     default_k,
     odd_one_scores,
 )
@@ -215,18 +216,8 @@ def audit(
     view = cal.view if cal is not None else index.model.spec.no_match_view  # read as the no-match rule reads
     used_k = max(1, min(k or default_k(n_pictures), max(1, n_pictures - 1)))
     entropy = np.array([_entropy(items[row], measured) for row in rep_rows.tolist()], dtype=np.float64)
-    knn_z, tone_z = odd_one_scores(
-        store,
-        rep_rows,
-        ids,
-        vectors,
-        family_of,
-        family_size,
-        used_k,
-        view,
-        entropy,
-        tone_weight,
-    )
+    hood = Neighbourhood(store, ids, vectors, family_of, family_size, used_k, view)
+    knn_z, tone_z = odd_one_scores(hood, rep_rows, entropy, tone_weight)
     judged = n_pictures >= MIN_PICTURES
     parts_of_sha = {
         recs[row].sha256: (float(a), float(b))

@@ -31,6 +31,7 @@ k, the weight and the cut-off were chosen on the tuning part of ``bench/bench_au
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,47 +55,47 @@ MAX_WIDTH = 256
 _BLOCK = 512
 
 
-def neighbour_statistic(
-    store: Store,
-    rows: np.ndarray,
-    ids: np.ndarray,
-    vectors: np.ndarray | VectorRows,
-    family_of: Mapping[int, int],
-    family_size: Mapping[int, int],
-    k: int,
-    view: NoMatchView | None,
-    exclude: Collection[int] = (),
-    neighbours_out: list[list[int]] | None = None,
-) -> np.ndarray:
-    """For each of ``rows``: the k-th similarity to items of *other* families (and not in ``exclude``),
-    as the no-match rule reads it; ``-inf`` when there is none. ``neighbours_out`` receives the ids
-    each row's statistic was read from."""
-    rule = NoMatchRule("knn", 0.0, k, view)  # used to read, not to decide
-    out = np.full(len(rows), -np.inf, dtype=np.float64)
-    for start in range(0, len(rows), _BLOCK):
-        block = rows[start : start + _BLOCK]
-        own = [family_of[int(ids[r])] for r in block]
-        skip = max(family_size[f] for f in own) + len(exclude)
-        width = min(MAX_WIDTH, rule.neighbours + skip, len(ids))
-        queries = vectors[block]
-        for j, hits in enumerate(store.search(queries, width)):
-            kept = [h for h in hits if family_of.get(h.id, -1) != own[j] and h.id not in exclude][: rule.neighbours]
-            if neighbours_out is not None:
-                neighbours_out.append([h.id for h in kept])
-            if kept:
-                out[start + j] = rule.statistic(rule.read(store, queries[j], kept))
-    return out
+@dataclass(frozen=True)
+class Neighbourhood:
+    """Where an item's neighbours are read: the store and its vectors, which items are one picture
+    (``family_of``: item id -> family, copies share one), k, and the no-match view."""
+
+    store: Store
+    ids: np.ndarray
+    vectors: np.ndarray | VectorRows
+    family_of: Mapping[int, int]
+    family_size: Mapping[int, int]
+    k: int
+    view: NoMatchView | None
+
+    def statistic(
+        self, rows: np.ndarray, exclude: Collection[int] = (), neighbours_out: list[list[int]] | None = None
+    ) -> np.ndarray:
+        """For each of ``rows``: the k-th similarity to items of *other* families (and not in
+        ``exclude``), as the no-match rule reads it; ``-inf`` when there is none. ``neighbours_out``
+        receives the ids each row's statistic was read from."""
+        rule = NoMatchRule("knn", 0.0, self.k, self.view)  # used to read, not to decide
+        family_of, ids = self.family_of, self.ids
+        out = np.full(len(rows), -np.inf, dtype=np.float64)
+        for start in range(0, len(rows), _BLOCK):
+            block = rows[start : start + _BLOCK]
+            own = [family_of[int(ids[r])] for r in block]
+            skip = max(self.family_size[f] for f in own) + len(exclude)
+            width = min(MAX_WIDTH, rule.neighbours + skip, len(ids))
+            queries = self.vectors[block]
+            for j, hits in enumerate(self.store.search(queries, width)):
+                kept = [h for h in hits if family_of.get(h.id, -1) != own[j] and h.id not in exclude]
+                kept = kept[: rule.neighbours]
+                if neighbours_out is not None:
+                    neighbours_out.append([h.id for h in kept])
+                if kept:
+                    out[start + j] = rule.statistic(rule.read(self.store, queries[j], kept))
+        return out
 
 
 def odd_one_scores(
-    store: Store,
+    hood: Neighbourhood,
     rows: np.ndarray,
-    ids: np.ndarray,
-    vectors: np.ndarray | VectorRows,
-    family_of: Mapping[int, int],
-    family_size: Mapping[int, int],
-    k: int,
-    view: NoMatchView | None,
     entropy: np.ndarray,
     tone_weight: float = TONE_WEIGHT,
     suspect_at: float = SUSPECT_AT,
@@ -108,15 +109,15 @@ def odd_one_scores(
     """
     tone_z = tone_scores(entropy)
     read_from: list[list[int]] = []
-    stat = neighbour_statistic(store, rows, ids, vectors, family_of, family_size, k, view, (), read_from)
+    stat = hood.statistic(rows, (), read_from)
     first = robust_scores(stat) + tone_weight * tone_z
+    ids, family_of = hood.ids, hood.family_of
     suspects = {int(ids[row]) for row, score in zip(rows.tolist(), first.tolist(), strict=True) if score >= suspect_at}
     suspect_families = {family_of[i] for i in suspects}
     suspect_items = {item for item, family in family_of.items() if family in suspect_families}
     again = [j for j, near in enumerate(read_from) if set(near) & suspect_items]
     if again:
-        redo = rows[np.asarray(again, dtype=np.int64)]
-        stat[again] = neighbour_statistic(store, redo, ids, vectors, family_of, family_size, k, view, suspect_items)
+        stat[again] = hood.statistic(rows[np.asarray(again, dtype=np.int64)], suspect_items)
     return robust_scores(stat), tone_z
 
 
