@@ -7,7 +7,6 @@ the bundled demo photos plus a planted dark copy and a "pictures coming soon" pl
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,8 @@ from lookalike.demo import demo_images_dir
 from lookalike.index import Index
 from lookalike.web import create_app
 from test_audit import dark, photo, placeholder, save_jpeg
-from test_web_browser import CHROMIUM, free_port
+from test_web_browser import CHROMIUM
+from webserver import served
 
 TOKEN = "audit-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -65,22 +65,11 @@ def test_api_lists_findings_with_links_and_honours_not_a_problem(client: TestCli
 # -- in a browser --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
 
     tmp = tmp_path_factory.mktemp("audit-browser")
     build(tmp / "photos", tmp / "db")  # the default model, as a user would run it
-    port = free_port()
-    app = create_app(tmp / "db", token=TOKEN, quarantine_dir=tmp / "quarantine")
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(tmp / "db", token=TOKEN, quarantine_dir=tmp / "quarantine")) as url:
+        yield url
 
 
 @pytest.mark.browser

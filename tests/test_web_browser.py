@@ -8,9 +8,6 @@ demo photos and the default model, so it runs offline. Saves ``docs/screenshot.p
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import pytest
 from lookalike.demo import demo_images_dir, demo_queries_dir
 from lookalike.index import Index
 from lookalike.web import create_app
+from webserver import served
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,32 +24,15 @@ CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
 
     db = tmp_path_factory.mktemp("browser") / "db"
     with Index.open(db) as index:  # the default model, as a user would run it
         report = index.add([demo_images_dir()])
     assert report.added >= 10, report.skipped
-    port = free_port()
-    config = uvicorn.Config(create_app(db), host="127.0.0.1", port=port, log_level="warning")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(db)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,15 +9,15 @@ import pytest
 
 from lookalike.index import Index
 from lookalike.web import create_app
-from test_web_browser import CHROMIUM, free_port
+from test_web_browser import CHROMIUM
 from test_web_review import TOKEN, blocky
+from webserver import served as serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[dict[str, object]]:
-    import uvicorn
 
     root = tmp_path / "photos"
     root.mkdir()
@@ -31,18 +29,8 @@ def served(tmp_path: Path) -> Iterator[dict[str, object]]:
     with Index.open(db, model="dhash") as index:
         index.add([root])
     qdir = tmp_path / "quarantine"
-    port = free_port()
-    app = create_app(db, token=TOKEN, quarantine_dir=qdir)
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "root": root, "quarantine": qdir}
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(db, token=TOKEN, quarantine_dir=qdir)) as url:
+        yield {"url": url, "root": root, "quarantine": qdir}
 
 
 def test_untick_a_false_positive_and_quarantine_the_rest(served: dict[str, object]) -> None:
