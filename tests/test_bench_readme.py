@@ -1,0 +1,162 @@
+"""bench/regenerate.py's text logic: README markers, tables pulled from script output, the headline
+merge and --check's verdicts. Pure text: no benchmark runs here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import regenerate  # noqa: E402
+from _readme import (  # noqa: E402
+    MarkerError,
+    find_blocks,
+    markdown_tables,
+    merge_headline,
+    pick_tables,
+    replace_block,
+    script_of_row,
+    table_rows,
+)
+
+TABLE_A = "| a | b |\n|---|---|\n| 1 | 2 |"
+TABLE_B = "| a | b |\n|---|---|\n| 3 | 4 |\n| 5 | 6 |"
+DOC = f"""# title
+
+prose above
+
+<!-- bench:bench_query -->
+
+{TABLE_A}
+
+<!-- /bench -->
+
+prose between
+
+<!-- bench:headline -->
+
+| what | measured | script |
+|---|---|---|
+| 1M vectors | old figure | `bench/bench_ann.py --n 1000000` |
+| eval | 0.853 | `lookalike eval` |
+
+<!-- /bench -->
+tail
+"""
+
+
+def test_blocks_are_found_with_their_bodies() -> None:
+    blocks = find_blocks(DOC)
+    assert list(blocks) == ["bench_query", "headline"]
+    assert blocks["bench_query"].body == TABLE_A
+    assert table_rows(blocks["headline"].body)[1] == "| eval | 0.853 | `lookalike eval` |"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("<!-- bench:x -->\n| a |\n", "never closed"),
+        ("<!-- bench:x -->\n<!-- bench:y -->\n<!-- /bench -->\n", "opens inside"),
+        ("text\n<!-- /bench -->\n", "without an opening"),
+        ("<!-- bench:x -->\n<!-- /bench -->\n<!-- bench:x -->\n<!-- /bench -->\n", "twice"),
+        ("<!-- bench: x -->\n<!-- /bench -->\n", "malformed"),
+    ],
+)
+def test_markers_that_do_not_pair_up_are_refused(text: str, message: str) -> None:
+    with pytest.raises(MarkerError, match=message):
+        find_blocks(text)
+
+
+def test_replacing_a_block_keeps_everything_outside_it() -> None:
+    new = replace_block(DOC, "bench_query", TABLE_B + "\n\n")
+    assert find_blocks(new)["bench_query"].body == TABLE_B
+    before, after = DOC.split(TABLE_A)
+    assert new.startswith(before) and new.endswith(after)
+    assert replace_block(new, "bench_query", TABLE_A) == DOC  # and back, byte for byte
+    with pytest.raises(MarkerError, match="no block"):
+        replace_block(DOC, "bench_missing", TABLE_A)
+
+
+def test_tables_are_pulled_from_script_output_by_heading_or_header() -> None:
+    output = f"loading...\n\n### Query latency (2 cores)\n\n{TABLE_A}\n\nnote\n\n### server process\n\n{TABLE_B}\n"
+    tables = markdown_tables(output)
+    assert tables == [("### Query latency (2 cores)", TABLE_A), ("### server process", TABLE_B)]
+    assert pick_tables(output, ("server process", "Query latency")) == [TABLE_B, TABLE_A]
+    assert pick_tables(output, ("| a | b |",)) == [TABLE_A]  # by header row when there is no heading
+    with pytest.raises(LookupError, match="Ingest"):
+        pick_tables(output, ("Ingest",))
+    assert markdown_tables("| not | a table |\nplain line\n") == []  # no |---| rule: not a table
+
+
+def test_headline_rows_are_replaced_only_for_scripts_that_printed_one() -> None:
+    body = find_blocks(DOC)["headline"].body
+    assert script_of_row(table_rows(body)[0]) == "bench_ann"
+    assert script_of_row(table_rows(body)[1]) == ""
+    new_row = "| 1M vectors | new figure | `bench/bench_ann.py --n 1000000` |"
+    merged, replaced = merge_headline(body, {"bench_ann": new_row, "bench_ood": "| never used | x | y |"})
+    assert replaced == ["bench_ann"]
+    assert table_rows(merged) == [new_row, "| eval | 0.853 | `lookalike eval` |"]
+    with pytest.raises(MarkerError, match="must start"):
+        merge_headline(TABLE_A, {})
+
+
+def test_apply_rewrites_changed_blocks_and_check_reports_each(capsys: pytest.CaptureFixture[str]) -> None:
+    results = {"bench_query": (TABLE_B, None), "bench_ann": ("", "| 1M vectors | new | `bench/bench_ann.py` |")}
+    new, changed = regenerate.apply(DOC, results)
+    assert changed == ["bench_query", "headline"]
+    assert regenerate.apply(new, results) == (new, [])  # a second run changes nothing
+
+    assert regenerate.check(new, results, ["bench_query", "bench_ann"]) == 0
+    assert regenerate.check(DOC, results, ["bench_query", "bench_ann"]) == 2
+    out = capsys.readouterr().out
+    assert "bench_query: DIFFERS" in out and "+| 5 | 6 |" in out
+    assert "headline row of bench_ann: DIFFERS" in out
+    assert "written by hand (no bench script named)" in out
+    assert regenerate.check(DOC, {"bench_query": None}, ["bench_query"]) == 1
+    assert "not recorded" in capsys.readouterr().out
+
+
+def test_every_readme_table_sits_in_a_block_with_a_registered_script() -> None:
+    readme = (BENCH.parent / "README.md").read_text()
+    blocks = find_blocks(readme)
+    assert set(blocks) == {b.name for b in regenerate.BENCHES if b.picks} | {"headline"}
+    inside = set()
+    for block in blocks.values():
+        start = readme.index(block.body)
+        inside.update(range(start, start + len(block.body)))
+    offset, previous = 0, ""
+    for line in readme.split("\n"):
+        if line.startswith("|---") and previous != "| folder | what lives there |":  # the one non-measurement
+            assert offset in inside, f"a README table outside any bench block: {previous[:60]}"
+        offset, previous = offset + len(line) + 1, line
+
+
+def test_the_1m_headline_row_is_what_bench_ann_prints_for_the_recorded_run() -> None:
+    """The README's 1M row, as bench_ann.py formats the run recorded in docs/scale.md (2026-11-29)."""
+    import bench_ann
+
+    recorded = {
+        "config": "auto",
+        "kind": "ivf4096,sq8",
+        "probes": {"low": 5, "high": 88, "delta": 0.01, "mean": 5.9},
+        "rerank": 64,
+        "build_s": 210.0,
+        "reopen_s": 1.03,
+        "p50_ms": 2.8,
+        "p99_ms": 6.1,
+        "qps": 838.0,
+        "recall10": 0.986,
+        "rss_gib": 2.30,
+        "anon_gib": 0.06,
+        "file_gib": 2.24,
+        "index_disk_gib": 1.22,
+    }
+    readme = (BENCH.parent / "README.md").read_text()
+    rows = [r for r in table_rows(find_blocks(readme)["headline"].body) if script_of_row(r) == "bench_ann"]
+    assert rows == [bench_ann.headline_row(recorded, 1_000_000, 500)]
+    scale = (BENCH.parent / "docs" / "scale.md").read_text()
+    assert bench_ann.markdown_row(recorded).replace("**", "") in scale.replace("**", "")
