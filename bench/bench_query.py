@@ -10,7 +10,9 @@ plus mixtures of them (non-negative, clustered like real features) to reach N. Q
 each used once, i.e. >= 100 distinct "new uploads". Ground truth is an exact float32 scan; every
 row's recall@10 (the original's too) is measured against it. Speed-ups of the original are given
 against exact ``flat`` and against the ANN index separately. Imports, model load, index build and
-the pickle load are outside the timed regions; every timed loop starts with untimed warm-up calls.
+the pickle load are outside the timed regions; every method starts with untimed warm-up calls, and
+the methods are timed in turn on each query (interleaved), so load changes on the shared cores hit
+them alike.
 
 Usage: python bench/bench_query.py [--sizes 8000 100000] [--quick]
 """
@@ -23,7 +25,7 @@ import pickle
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))  # lookalike_data
 
-from _util import pct, print_table, time_each
+from _util import pct, print_table
 from lookalike import Index
 from lookalike.imaging.load import load_image
 from lookalike.store.base import ItemRecord
 from lookalike_data import heldout_photos, photos
 
+ORIGINAL = "original (loop + pandas)"
 HEADER = [
     "N",
     "search",
@@ -106,6 +109,29 @@ def recall(found: Sequence[Sequence[int]], truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t.tolist())) / truth.shape[1] for f, t in zip(found, truth, strict=True)]))
 
 
+def interleaved(
+    calls: dict[str, Callable[[int], object]], counts: dict[str, int], warmup: int
+) -> tuple[dict[str, np.ndarray], dict[str, list[object]]]:
+    """Milliseconds and answers of each call on queries 0, 1, 2 ... with the methods taken in turn
+    for each query, so that a change of machine load (2 shared cores) hits every method alike.
+
+    Each method first runs ``warmup`` untimed calls on the first queries.
+    """
+    for name, fn in calls.items():
+        for i in range(min(warmup, counts[name])):
+            fn(i)
+    ms: dict[str, list[float]] = {name: [] for name in calls}
+    answers: dict[str, list[object]] = {name: [] for name in calls}
+    for i in range(max(counts.values())):
+        for name, fn in calls.items():
+            if i < counts[name]:
+                start = time.perf_counter()
+                answer = fn(i)
+                ms[name].append((time.perf_counter() - start) * 1000)
+                answers[name].append(answer)
+    return {name: np.array(v) for name, v in ms.items()}, answers
+
+
 def speedup_row(n: int, against: str, base_p50: float, ours_p50: float, base_recall: float, ours_recall: float) -> list:
     text = (
         f"**speed-up of the search part over the original, {against}: {base_p50 / ours_p50:,.0f}x**"
@@ -145,55 +171,56 @@ def main() -> None:
     for n in sizes:
         vectors = collection_vectors(real, n)
         truth = exact_top(vectors, queries)
-        ours: dict[str, tuple[float, float]] = {}
+        indexes: dict[str, Index] = {}
+        build: dict[str, float] = {}
         for kind in ("flat", "auto"):
             index = fill_index(Path(tempfile.mkdtemp()) / "db", vectors, identity, kind)
             index._model = model  # share the loaded model (same identity)
             t0 = time.perf_counter()
             index.store.search(vectors[:1], 4)  # builds the search structure (IVF for auto above ~20k)
-            build_s = time.perf_counter() - t0
-            name = index.store.info()["index"]
-            if kind == "auto" and name == "flat":
+            seconds = time.perf_counter() - t0
+            name = str(index.store.info()["index"])
+            if name in indexes:  # auto is the exact scan at this size: the flat row already says it
                 index.close()
-                continue  # auto is the exact scan at this size: the flat row already says it
-            picks = [q[None] for q in queries]
-            search_ms = time_each(lambda q, index=index: index.store.search(q, 4), picks, warmup=5)
-            full_ms = time_each(lambda im, index=index: index.search(im, k=4), query_pictures, warmup=5)
-            found = [[h.id - 1 for h in hits] for hits in index.store.search(queries, 10)]  # ids are rows + 1
-            r = recall(found, truth)
-            ours[str(name)] = (pct(search_ms, 50), r)
-            rows.append(
-                [
-                    f"{n:,}",
-                    name,
-                    f"{build_s:.1f}",
-                    pct(search_ms, 50),
-                    pct(search_ms, 99),
-                    pct(full_ms, 50),
-                    pct(full_ms, 99),
-                    f"{r:.3f}",
-                ]
-            )
-            index.close()
-
-        # The original approach, same vectors, same (distinct) queries.
-        pkl = Path(tempfile.mkdtemp()) / "vectors.pkl"
+                continue
+            indexes[name], build[name] = index, seconds
+        pkl = Path(tempfile.mkdtemp()) / "vectors.pkl"  # the original approach: same vectors
         with open(pkl, "wb") as handle:
             pickle.dump([(v, f"img{i:07d}.jpg") for i, v in enumerate(vectors)], handle)
         with open(pkl, "rb") as handle:
             items = pickle.load(handle)
-        answers: list[list[str]] = []
 
-        def original(q: np.ndarray, items: list = items, answers: list = answers) -> None:
-            answers.append(baseline_search(items, q, k=10))
+        calls: dict[str, Callable[[int], object]] = {}
+        for name, index in indexes.items():
+            calls[name] = lambda i, index=index: index.store.search(queries[i][None], 4)
+            calls[f"{name} embed+search"] = lambda i, index=index: index.search(query_pictures[i], k=4)
+        calls[ORIGINAL] = lambda i, items=items: baseline_search(items, queries[i], k=10)
+        counts = {name: (n_base_q if name == ORIGINAL else len(queries)) for name in calls}
+        ms, answers = interleaved(calls, counts, warmup=3)
 
-        base_ms = time_each(original, list(queries[:n_base_q]), warmup=2)
-        base_found = [[int(name[3:10]) for name in names] for names in answers[2:]]  # after the warm-up's
+        ours: dict[str, tuple[float, float]] = {}
+        for name, index in indexes.items():
+            found = [[h.id - 1 for h in hits] for hits in index.store.search(queries, 10)]  # ids are rows + 1
+            r = recall(found, truth)
+            ours[name] = (pct(ms[name], 50), r)
+            full = ms[f"{name} embed+search"]
+            rows.append(
+                [
+                    f"{n:,}",
+                    name,
+                    f"{build[name]:.1f}",
+                    pct(ms[name], 50),
+                    pct(ms[name], 99),
+                    pct(full, 50),
+                    pct(full, 99),
+                    f"{r:.3f}",
+                ]
+            )
+            index.close()
+        base_found = [[int(name[3:10]) for name in names] for names in answers[ORIGINAL]]  # type: ignore[union-attr]
         base_recall = recall(base_found, truth[:n_base_q])
-        base_p50 = pct(base_ms, 50)
-        rows.append(
-            [f"{n:,}", "original (loop + pandas)", "-", base_p50, pct(base_ms, 99), "-", "-", f"{base_recall:.3f}"]
-        )
+        base_p50 = pct(ms[ORIGINAL], 50)
+        rows.append([f"{n:,}", ORIGINAL, "-", base_p50, pct(ms[ORIGINAL], 99), "-", "-", f"{base_recall:.3f}"])
         for name, (p50, r) in ours.items():
             rows.append(speedup_row(n, "exact flat" if name == "flat" else name, base_p50, p50, base_recall, r))
         del items

@@ -160,3 +160,27 @@ def test_the_1m_headline_row_is_what_bench_ann_prints_for_the_recorded_run() -> 
     assert rows == [bench_ann.headline_row(recorded, 1_000_000, 500)]
     scale = (BENCH.parent / "docs" / "scale.md").read_text()
     assert bench_ann.markdown_row(recorded).replace("**", "") in scale.replace("**", "")
+
+
+def test_bench_model_choice_formats_the_readme_table_from_its_figures() -> None:
+    """Fed the quality figures of the README's (third-session) table, the script's README table gives
+    the same cells, bold marks included; images/s is measured by the script itself now."""
+    sys.path.insert(0, str(BENCH.parent / "tools"))
+    import bench_model_choice
+
+    readme = (BENCH.parent / "README.md").read_text()
+    rows = [
+        [c.strip() for c in r.strip("|").split("|")] for r in table_rows(find_blocks(readme)["bench_model_choice"].body)
+    ]
+    plain = {r[0].replace("**", "").replace(" (default)", ""): [c.replace("**", "") for c in r] for r in rows}
+    results = {
+        name: {
+            "none": (c[1], c[2], c[3], c[4]),
+            "center": (c[5].split(" / ")[0], c[5].split(" / ")[1], "–", c[5].split(" / ")[2]),
+            "whiten": (c[6].split(" / ")[0], c[6].split(" / ")[1], "–", c[6].split(" / ")[2]),
+        }
+        for name, c in plain.items()
+    }
+    speeds = {name: 100.0 for name in results}
+    printed = bench_model_choice.readme_rows(results, speeds)
+    assert [r[:7] for r in printed] == [r[:7] for r in rows]
