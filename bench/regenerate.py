@@ -107,6 +107,15 @@ BENCHES = [
         "cut-offs chosen on the tuning part (GCompris photos); reported on the held-out part",
     ),
     Bench(
+        "bench_ood",
+        ("bench/bench_ood.py",),
+        (),
+        ("--quick",),
+        True,
+        "the k-NN rule's acceptance rate (95%) is a setting; its threshold is measured on each collection",
+        headline=True,
+    ),
+    Bench(
         "bench_ann",
         ("bench/bench_ann.py", "--n", "1000000", "--configs", "auto", "--queries", "500"),
         (),

@@ -184,3 +184,21 @@ def test_bench_model_choice_formats_the_readme_table_from_its_figures() -> None:
     speeds = {name: 100.0 for name in results}
     printed = bench_model_choice.readme_rows(results, speeds)
     assert [r[:7] for r in printed] == [r[:7] for r in rows]
+
+
+def test_the_ood_headline_row_has_the_readme_format() -> None:
+    """bench_ood's headline row, fed the figures of the README's row, is that row."""
+    import numpy as np
+
+    sys.path.insert(0, str(BENCH.parent / "tools"))
+    import bench_ood
+
+    def kind(fixed_accept: float, knn_accept: float) -> tuple:
+        n = 100  # arrays of no_match flags: accepted = not flagged
+        return (None, np.arange(n) >= round(fixed_accept * n), np.arange(n) >= round(knn_accept * n), None)
+
+    mats = {"clipart": kind(1.0, 0.38), "icons": kind(0.47, 0.03), "fashion-mnist": kind(0.6, 0.03)}
+    mats |= {"astronomy": kind(0.9, 0.38), "noise": kind(0.5, 0.0)}
+    row = bench_ood.headline_row(0.96, 1.0, mats, list(mats))
+    readme = (BENCH.parent / "README.md").read_text()
+    assert row in table_rows(find_blocks(readme)["headline"].body)
