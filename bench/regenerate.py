@@ -107,6 +107,15 @@ BENCHES = [
         "cut-offs chosen on the tuning part (GCompris photos); reported on the held-out part",
     ),
     Bench(
+        "bench_calibration",
+        ("bench/bench_calibration.py",),
+        (),
+        ("--quick",),
+        True,
+        "the fit is made on each collection's own edited copies; measured on held-out photos' copies",
+        headline=True,
+    ),
+    Bench(
         "bench_ood",
         ("bench/bench_ood.py",),
         (),

@@ -202,3 +202,12 @@ def test_the_ood_headline_row_has_the_readme_format() -> None:
     row = bench_ood.headline_row(0.96, 1.0, mats, list(mats))
     readme = (BENCH.parent / "README.md").read_text()
     assert row in table_rows(find_blocks(readme)["headline"].body)
+
+
+def test_the_calibration_headline_row_has_the_readme_format() -> None:
+    sys.path.insert(0, str(BENCH.parent / "tools"))
+    import bench_calibration
+
+    readme = (BENCH.parent / "README.md").read_text()
+    row = bench_calibration.headline_row(ece=0.0341, precision=0.9836, recall=0.641)
+    assert row in table_rows(find_blocks(readme)["headline"].body)
