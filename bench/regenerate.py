@@ -183,8 +183,15 @@ def record(bench: Bench, body: str, headline: str | None, seconds: float) -> Pat
 
 
 def recorded(bench: Bench) -> tuple[str, str | None] | None:
+    """(block body, headline row) from ``bench/results/NAME.md``: it holds only the picked tables, in
+    order, then the headline table; None when the script was never recorded."""
     path = RESULTS / f"{bench.name}.md"
-    return tables_of(bench, path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    tables = [t for _, t in markdown_tables(path.read_text())]
+    body = "\n\n".join(t for t in tables if t.split("\n", 1)[0].strip() != HEADLINE_HEADER)
+    heads = [t for t in tables if t.split("\n", 1)[0].strip() == HEADLINE_HEADER]
+    return body, (table_rows(heads[0])[0] if heads and table_rows(heads[0]) else None)
 
 
 # -- comparing and rewriting ------------------------------------------------------------------------
@@ -307,15 +314,16 @@ def main() -> None:
             results[name] = recorded(bench)
             path = RESULTS / f"{name}.md"
             if path.exists():
-                print(f"{path.relative_to(ROOT)}: {path.read_text().split(chr(10), 1)[0]}")
+                print(f"{path}: {path.read_text().split(chr(10), 1)[0]}")
             continue
         output, seconds = run_script(bench, quick=False)
         results[name] = tables_of(bench, output)
         if not args.check:
-            print(f"recorded {record(bench, *results[name], seconds).relative_to(ROOT)}")
+            print(f"recorded {record(bench, *results[name], seconds)}")
 
     if args.check:
         raise SystemExit(1 if check(text, results, names) else 0)
+    text = args.readme.read_text()  # again: the runs take minutes and the README may have been edited meanwhile
     new, changed = apply(text, {k: v for k, v in results.items() if v is not None})
     missing = [k for k, v in results.items() if v is None]
     if new != text:

@@ -211,3 +211,35 @@ def test_the_calibration_headline_row_has_the_readme_format() -> None:
     readme = (BENCH.parent / "README.md").read_text()
     row = bench_calibration.headline_row(ece=0.0341, precision=0.9836, recall=0.641)
     assert row in table_rows(find_blocks(readme)["headline"].body)
+
+
+def test_a_run_records_its_tables_and_keeps_readme_edits_made_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run takes minutes: README edits made during it survive, and the recording reads back."""
+    readme = tmp_path / "README.md"
+    readme.write_text(DOC)
+    output = f"### Query latency (2 cores)\n\n{TABLE_B}\n"
+
+    def fake_run(bench: regenerate.Bench, quick: bool) -> tuple[str, float]:
+        readme.write_text(readme.read_text().replace("prose between", "prose edited during the run"))
+        return output, 1.0
+
+    monkeypatch.setattr(regenerate, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(regenerate, "run_script", fake_run)
+    monkeypatch.setattr(sys, "argv", ["regenerate.py", "--only", "bench_query", "--readme", str(readme)])
+    regenerate.main()
+    text = readme.read_text()
+    assert "prose edited during the run" in text
+    assert find_blocks(text)["bench_query"].body == TABLE_B
+    assert regenerate.recorded(regenerate.BY_NAME["bench_query"]) == (TABLE_B, None)
+    assert (
+        "recorded by bench/regenerate.py: `python bench/bench_query.py`"
+        in (tmp_path / "results" / "bench_query.md").read_text()
+    )
+    monkeypatch.setattr(
+        sys, "argv", ["regenerate.py", "--check", "--from-cache", "--only", "bench_query", "--readme", str(readme)]
+    )
+    with pytest.raises(SystemExit) as done:
+        regenerate.main()
+    assert done.value.code == 0 and "bench_query: same" in capsys.readouterr().out
