@@ -33,7 +33,7 @@ from lookalike.store.base import ItemRecord  # noqa: E402
 from lookalike.store.local import LocalStore  # noqa: E402
 from lookalike.store.vector_index import AnnIndex, slug_of  # noqa: E402
 
-DEFAULT_CONFIGS = ["flat", "ivf1024,sq8", "pca256,ivf1024,sq8", "pca256,ivf1024,pq32"]
+DEFAULT_CONFIGS = ["auto", "flat", "ivf1024,sq8", "pca256,ivf1024,sq8", "pca256,ivf1024,pq32"]
 
 
 def embedding_like(n: int, dim: int, seed: int, n_clusters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
