@@ -6,6 +6,10 @@ uniform random noise. Each configuration is built and then served in its own pro
 and reopen time are that configuration's alone.
 
     python bench/bench_ann.py --n 1000000 --configs flat pca256,ivf1024,sq8 ivf1024,sq8 ivf1024,pq64
+    python bench/bench_ann.py --n 1000000 --configs auto --queries 500   # the README's headline row
+
+Besides the fixed-width progress lines it prints a markdown table (the docs/scale.md columns) and, for
+an ``auto`` configuration, the README's headline row under ``| what | measured | script |``.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 from lookalike.store.base import ItemRecord  # noqa: E402
 from lookalike.store.local import LocalStore  # noqa: E402
-from lookalike.store.vector_index import slug_of  # noqa: E402
+from lookalike.store.vector_index import AnnIndex, slug_of  # noqa: E402
 
-DEFAULT_CONFIGS = ["flat", "ivf1024,sq8", "pca256,ivf1024,sq8", "pca256,ivf1024,pq32"]
+DEFAULT_CONFIGS = ["auto", "flat", "ivf1024,sq8", "pca256,ivf1024,sq8", "pca256,ivf1024,pq32"]
 
 
 def embedding_like(n: int, dim: int, seed: int, n_clusters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -107,10 +111,19 @@ def child_build(folder: str, spec: str) -> dict[str, object]:
     t = time.perf_counter()
     store = LocalStore(folder, index_kind=spec)
     store.save_search_index()
-    kind = store._ensure_search().kind
+    search = store._ensure_search()
     seconds = time.perf_counter() - t
+    extra: dict[str, object] = {}
+    if isinstance(search, AnnIndex):
+        extra["rerank"] = search.spec.rerank
+        if search.adaptive and search.probes is not None:
+            p = search.probes
+            extra["probes"] = {"low": p.low, "high": p.high, "delta": p.delta, "mean": p.mean_probes}
+        elif search.nprobe:
+            extra["nprobe"] = search.nprobe
+    kind = search.kind
     store.close()
-    return {"build_s": seconds, "kind": kind, "build_peak_gib": rss()["VmHWM"]}
+    return {"build_s": seconds, "kind": kind, "build_peak_gib": rss()["VmHWM"], **extra}
 
 
 def child_serve(folder: str, spec: str, queries_file: str, gt_file: str, n_single: int) -> dict[str, object]:
@@ -151,6 +164,68 @@ def run_child(*args: str) -> dict[str, object]:
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+MARKDOWN_HEADER = [
+    "config",
+    "build s",
+    "reopen s",
+    "p50 ms",
+    "p99 ms",
+    "QPS (batch)",
+    "recall@10",
+    "RSS GiB",
+    "heap GiB",
+    "mapped file pages GiB",
+    "index file GiB",
+]
+
+
+def describe(row: dict[str, object]) -> str:
+    """The config cell: the spec, what it resolved to, and its measured probe rule."""
+    text = f"`{row['config']}`" + (f" = `{row['kind']}`" if row.get("kind") != row["config"] else "")
+    probes = row.get("probes")
+    if isinstance(probes, dict):
+        text += (
+            f", adaptive probes ({probes['low']}-{probes['high']} lists, delta {probes['delta']:g},"
+            f" mean {probes['mean']:.1f})"
+        )
+    elif row.get("nprobe"):
+        text += f", nprobe {row['nprobe']}"
+    if row.get("rerank"):
+        text += f", rerank {row['rerank']}"
+    return text
+
+
+def markdown_row(row: dict[str, object]) -> str:
+    cells = [
+        describe(row),
+        f"{row['build_s']:.0f}",
+        f"{row['reopen_s']:.2f}",
+        f"{row['p50_ms']:.1f}",
+        f"{row['p99_ms']:.1f}",
+        f"{row['qps']:.0f}",
+        f"{row['recall10']:.3f}",
+        f"{row['rss_gib']:.2f}",
+        f"{row['anon_gib']:.2f}",
+        f"{row['file_gib']:.2f}",
+        f"{row['index_disk_gib']:.2f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def headline_row(row: dict[str, object], n: int, queries: int) -> str:
+    """The README's headline row for an ``auto`` run (``| what | measured | script |``)."""
+    size = "1M" if n == 1_000_000 else f"{n:,}"
+    rule = "query-adaptive probes measured at build time" if row.get("probes") else f"nprobe {row.get('nprobe')}"
+    what = f"{size} vectors, `{row['config']}` index (`{row['kind']}`, {rule}, exact re-rank)"
+    measured = (
+        f"recall@10 {row['recall10']:.3f} at p50 {row['p50_ms']:.1f} ms / p99 {row['p99_ms']:.1f} ms;"
+        f" reopen {row['reopen_s']:.1f} s; heap {row['anon_gib']:.2f} GiB + {row['index_disk_gib']:.2f} GiB"
+        f" memory-mapped codes; build {row['build_s'] / 60:.1f} min"
+    )
+    script = f"`bench/bench_ann.py --n {n} --configs {row['config']} --queries {queries}`"
+    return f"| {what} | {measured} | {script} |"
 
 
 def main() -> None:
@@ -214,8 +289,23 @@ def main() -> None:
         "\nRSS = resident set after the queries (anon = heap incl. in-RAM index; file = pages of memory-mapped"
         " files, i.e. page cache the kernel can drop). build s includes training + adding every vector."
     )
+    done = [row for row in rows if "error" not in row]
+    print(f"\n### ANN index, {args.n:,} x {args.dim} vectors, {len(queries_of(qfile))} queries\n")
+    print("| " + " | ".join(MARKDOWN_HEADER) + " |")
+    print("|" + "---|" * len(MARKDOWN_HEADER))
+    for row in done:
+        print(markdown_row(row))
+    for row in done:
+        if row["config"] == "auto":
+            print("\n### README headline row\n\n| what | measured | script |\n|---|---|---|")
+            print(headline_row(row, args.n, len(queries_of(qfile))))
+            break
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+def queries_of(path: Path) -> np.ndarray:
+    return np.load(path, mmap_mode="r")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,12 @@ For every offline model (and preprocessing levers of the default):
   centering / PCA whitening (learned on the same unlabelled vectors).
 * **Near-duplicates** built from real photos (Debian-package photos, 9 standard edits each):
   pair F1 at the model's default duplicate threshold, and the best F1 over thresholds (oracle).
-* **images/s**: decode + preprocess + model over the Fashion-MNIST images (wall clock, all cores).
+* **images/s**: decode + preprocess + model over the Fashion-MNIST images (wall clock, all cores);
+  and, for the README's table, model-only images/s on ready tensors (batch 32, 2 ONNX Runtime
+  threads) or, for hashes, ms per 224 px image.
+
+The last table ("Model choice (README table)") is the README's: one row per model, the best of each
+quality column in bold.
 
 Usage: ``python bench/bench_model_choice.py [--quick] [--models a,b] [--fashion N] [--photos N] [--threads T]``.
 ``--quick`` uses 1,000 Fashion-MNIST images (100 per class) and 20 photos.
@@ -36,7 +41,7 @@ from lookalike.evaluation.retrieval import (
     embed_images,
     neardup_scores,
 )
-from lookalike.models.registry import create_model
+from lookalike.models.registry import DEFAULT_MODEL, create_model
 
 OFFLINE = [
     "mobilenet_v2",
@@ -78,6 +83,52 @@ class Bicubic:
         return self.model.embed_arrays(batch)  # type: ignore[attr-defined]
 
 
+def model_only(name: str, seconds: float = 3.0) -> float:
+    """Images/s of the network alone on a ready batch of 32 (2 threads); for hashes, ms per 224 px image."""
+    if name in HASHES:
+        model = create_model(name)
+        image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8))
+        fn, per_call = (lambda: model.preprocess(image)), 1
+    else:
+        model = create_model(name, intra_op_num_threads=2)
+        size = model.spec.input_size
+        batch = np.random.default_rng(0).standard_normal((32, 3, size, size)).astype(np.float32)
+        fn, per_call = (lambda: model.embed_arrays(batch)), 32  # type: ignore[attr-defined]
+    fn()  # warm-up
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and calls >= 3:
+            break
+    per_second = calls * per_call / elapsed
+    return 1000.0 / per_second if name in HASHES else per_second
+
+
+def readme_rows(results: dict[str, dict[str, tuple[str, ...]]], speed: dict[str, float]) -> list[list[str]]:
+    """The README's table: one row per model, default first; the best of each quality column in bold."""
+    names = sorted(results, key=lambda n: (n != DEFAULT_MODEL, OFFLINE.index(n) if n in OFFLINE else 99))
+    cols = {c: max(results[n]["none"][c] for n in names) for c in range(4)}
+    fastest = max((v for n, v in speed.items() if n not in HASHES), default=0.0)
+
+    def cell(name: str, c: int) -> str:
+        value = results[name]["none"][c]
+        return f"**{value}**" if value == cols[c] else value
+
+    rows = []
+    for name in names:
+        label = f"**{name}** (default)" if name == DEFAULT_MODEL else name
+        if name in HASHES:
+            rate = f"hash: {speed[name]:.1f} ms per 224 px image"
+        else:
+            rate = f"{speed[name]:.0f}"
+            rate = f"**{rate}**" if rate == f"{fastest:.0f}" else rate
+        adapted = [" / ".join(results[name][mode][c] for c in (0, 1, 3)) for mode in ("center", "whiten")]
+        rows.append([label, *(cell(name, c) for c in range(4)), *adapted, rate])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -104,6 +155,8 @@ def main() -> None:
     if args.levers:
         variants.append(("mobilenet_v2", "bicubic"))
     rows = []
+    readme: dict[str, dict[str, tuple[str, ...]]] = {}
+    speeds: dict[str, float] = {}
     for name, lever in variants:
         model = (
             create_model(name, intra_op_num_threads=args.threads)
@@ -135,6 +188,10 @@ def main() -> None:
                 ]
             )
             print(" | ".join(rows[-1]), flush=True)
+            if lever == "default":  # R@1, mAP@R, dup F1 at the default threshold, best dup F1
+                readme.setdefault(name, {})[mode] = (rows[-1][2], rows[-1][4], rows[-1][5], rows[-1][6])
+        if lever == "default":
+            speeds[name] = model_only(name)
     print_table(
         f"Model choice: Fashion-MNIST leave-one-out ({len(fm_labels)} test images) and near-duplicates "
         f"({len(dup_set.images)} images from {len(photo_paths)} photos)",
@@ -146,6 +203,20 @@ def main() -> None:
         "dup F1 at the model's default threshold is only meaningful without adaptation (thresholds are for raw "
         "cosine); best dup F1 picks the threshold with the labels (an upper bound). images/s: decode + model on "
         "28x28 inputs upscaled to the model's size, wall clock on this machine (shared CPUs make it noisy)."
+    )
+    print_table(
+        "Model choice (README table)",
+        [
+            "model",
+            "Recall@1",
+            "mAP@R",
+            "dup F1 at default threshold",
+            "best dup F1",
+            "centred: Recall@1 / mAP@R / best dup F1",
+            "whitened: Recall@1 / mAP@R / best dup F1",
+            "images/s",
+        ],
+        readme_rows(readme, speeds),
     )
 
 
