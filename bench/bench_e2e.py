@@ -95,18 +95,23 @@ def photo_folder(count: int, cache: Path) -> Path:
     return folder
 
 
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
+
+
 def folder_summary(folder: Path) -> str:
     from PIL import Image
 
-    files = sorted(p for p in folder.iterdir() if p.suffix == ".jpg")
+    files = image_files(folder)
     sizes = [p.stat().st_size for p in files]
     pixels = []
     for p in files:
         with Image.open(p) as im:
             pixels.append(im.width * im.height)
     mp = sorted(x / 1e6 for x in pixels)
+    kinds = "/".join(sorted({p.suffix[1:].upper() for p in files}))
     return (
-        f"{len(files):,} JPEGs, {min(mp):.1f}-{max(mp):.1f} MP (median {statistics.median(mp):.1f}), "
+        f"{len(files):,} {kinds} files, {min(mp):.1f}-{max(mp):.1f} MP (median {statistics.median(mp):.1f}), "
         f"median {statistics.median(sizes) / 2**20:.2f} MB, {sum(sizes) / sum(pixels):.2f} bytes/pixel, "
         f"{sum(sizes) / 2**30:.2f} GB in all"
     )
@@ -413,7 +418,7 @@ def main() -> None:
     def med(who: str, key: str) -> float:
         return statistics.median(x[key] for x in results[who])
 
-    n = len(list(folder.glob("*.jpg")))
+    n = len(image_files(folder))
     rows = []
     la = {key: med("lookalike", key) for key in ("wall", "peak", "cpu", "index", "dups")}
     rows.append(
