@@ -368,6 +368,64 @@ def print_profile(p: dict[str, object], which: str) -> None:
     )
 
 
+def calls_worker(call: int, out: str) -> None:
+    """Child process: the index's model (as ``Index.model`` builds it) in calls of ``call`` images."""
+    import numpy as np
+
+    from lookalike.index import _create_model
+    from lookalike.models.registry import DEFAULT_MODEL
+
+    model = _create_model(DEFAULT_MODEL)
+    batch = np.random.default_rng(0).normal(size=(32, 3, 224, 224)).astype(np.float32)
+    vectors = np.concatenate([model.embed_arrays(batch[i : i + call]) for i in range(0, 32, call)])
+    start = time.process_time()
+    for _ in range(8):
+        for i in range(0, 32, call):
+            model.embed_arrays(batch[i : i + call])
+    cpu_ms = (time.process_time() - start) / 256 * 1000
+    np.save(out, vectors)
+    from _util import peak_rss_mb
+
+    print(json.dumps({"call": call, "cpu_ms": cpu_ms, "peak_rss_mb": peak_rss_mb()}))
+
+
+def model_calls(tmp: Path, rounds: int) -> None:
+    """Peak RSS and CPU per image of the model alone by call size, each in its own process, interleaved."""
+    import numpy as np
+
+    sizes = (4, 8, 16, 32)
+    runs: dict[int, list[dict[str, float]]] = {c: [] for c in sizes}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    for r in range(rounds):
+        for call in sizes if r % 2 == 0 else sizes[::-1]:
+            out = tmp / f"calls-{call}.npy"
+            done = subprocess.run(
+                [sys.executable, __file__, "--calls-worker", str(call), str(out)],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            runs[call].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    reference = np.load(tmp / "calls-32.npy")
+    rows = []
+    for call in sizes:
+        diff = float(np.abs(np.load(tmp / f"calls-{call}.npy") - reference).max())
+        rows.append(
+            [
+                call,
+                f"{statistics.median(x['peak_rss_mb'] for x in runs[call]):.0f}",
+                f"{statistics.median(x['cpu_ms'] for x in runs[call]):.1f}",
+                f"{diff:.1g}",
+            ]
+        )
+    print_table(
+        f"The index's model alone by call size ({os.cpu_count()} cores, median of {rounds} interleaved runs)",
+        ["images per call", "peak RSS MB", "CPU ms/image", "max abs diff vs calls of 32"],
+        rows,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -381,10 +439,19 @@ def main() -> None:
     )
     parser.add_argument("--no-peer", action="store_true", help="lookalike only (while iterating)")
     parser.add_argument("--quick", action="store_true", help="250 photos, 1 round")
+    parser.add_argument("--model-calls", action="store_true", help="only the model, by images per call")
     parser.add_argument("--profile-worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--calls-worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile_worker:
         profile_worker(*args.profile_worker)
+        return
+    if args.calls_worker:
+        calls_worker(int(args.calls_worker[0]), args.calls_worker[1])
+        return
+    if args.model_calls:
+        with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp_name:
+            model_calls(Path(tmp_name), max(args.rounds, 3))
         return
     if args.quick:
         args.count, args.rounds = 250, 1

@@ -55,9 +55,11 @@ class Sink(Protocol[T]):
 
 #: Most inputs per model call. A batch (``embedder.batch_size``, e.g. 32: the unit the sink commits)
 #: is embedded in calls of at most this many: ONNX Runtime's arena keeps the activations of the largest
-#: call it ever ran, and MobileNetV2 at 224 px needs ~9 MB of them per image. Measured (bench_e2e.py,
-#: model only, 2 cores): peak RSS 199 MB with calls of 8 vs 458 MB with 32, the same CPU time per image
-#: (12.4 vs 12.7 ms, interleaved), and bit-identical vectors.
+#: call it ever ran, and MobileNetV2 at 224 px needs ~9 MB of them per image. Measured
+#: (``bench/bench_e2e.py --model-calls``, 2 cores, the model alone): peak RSS 220 MB in calls of 8 vs
+#: 461 MB in calls of 32, CPU per image 11.5 vs 11.6 ms, identical vectors; end to end (``bench_e2e.py``,
+#: index + dups of 1,000 photos, median of 3 rounds) the peak fell from 563 to 330 MB. Calls of 4
+#: measured 175 MB and 10.3 ms: not yet run end to end.
 MODEL_CALL = 8
 
 
