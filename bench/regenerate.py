@@ -91,6 +91,14 @@ BENCHES = [
         "nothing tuned (batching window and threads are the server's defaults)",
     ),
     Bench(
+        "bench_e2e",
+        ("bench/bench_e2e.py",),
+        ("| run | wall s",),
+        ("--rounds", "1"),
+        True,
+        "nothing tuned; fastdup at its defaults",
+    ),
+    Bench(
         "bench_model_choice",
         ("bench/bench_model_choice.py",),
         ("Model choice (README table)",),

@@ -9,7 +9,8 @@ and the run goes on.
   GIL-releasing part) and returns a :class:`Work` with zero or more model inputs, or a ``Skip``.
 * The runner keeps at most ``window`` items in flight, consumes results *in submission order*, and
   runs the model in the calling thread on full batches of inputs, so decoding overlaps inference
-  and memory stays at a few batches however many files there are.
+  and memory stays at a few batches however many files there are. A batch reaches the model in
+  calls of at most :data:`MODEL_CALL` inputs (see there: the same vectors, far less memory).
 * The **sink** hears of each finished item with its vectors (``(n_inputs, dim)``; an item with no
   inputs, e.g. content already indexed, finishes at once) and of each skip. A sink may ``submit``
   more items while the run is on (e.g. a file to embed after all).
@@ -50,6 +51,16 @@ class Sink(Protocol[T]):
 
     def skipped(self, item: T, skip: Skip) -> None:
         """An item that could not be prepared, and why."""
+
+
+#: Most inputs per model call. A batch (``embedder.batch_size``, e.g. 32: the unit the sink commits)
+#: is embedded in calls of at most this many: ONNX Runtime's arena keeps the activations of the largest
+#: call it ever ran, and MobileNetV2 at 224 px needs ~9 MB of them per image. Measured
+#: (``bench/bench_e2e.py --model-calls``, 2 cores, the model alone): peak RSS 220 MB in calls of 8 vs
+#: 461 MB in calls of 32, CPU per image 11.5 vs 11.6 ms, identical vectors; end to end (``bench_e2e.py``,
+#: index + dups of 1,000 photos, median of 3 rounds) the peak fell from 563 to 330 MB. Calls of 4
+#: measured 175 MB and 10.3 ms: not yet run end to end.
+MODEL_CALL = 8
 
 
 def default_workers() -> int:
@@ -150,12 +161,7 @@ class Pipeline(Generic[T]):
         if not self._inputs:
             return
         assert self.embedder is not None
-        batch = np.stack(self._inputs)
-        tagger = getattr(self.embedder, "embed_arrays_with_extra", None)
-        if tagger is not None:
-            vectors, extras = tagger(batch)
-        else:
-            vectors, extras = self.embedder.embed_arrays(batch), [{} for _ in self._inputs]
+        vectors, extras = self._embed(np.stack(self._inputs))
         extra_of: dict[int, dict[str, object]] = {}
         for owner, vector, extra in zip(self._owners, vectors, extras, strict=True):
             self._vectors[id(owner)].append(vector)
@@ -172,6 +178,21 @@ class Pipeline(Generic[T]):
             del self._waiting[id(w)]
         self.sink.finished(finished, [extra_of[id(w)] for w in done])
         self._advance(len(done))
+
+    def _embed(self, batch: np.ndarray) -> tuple[np.ndarray, list[dict[str, object]]]:
+        """One batch through the model, :data:`MODEL_CALL` inputs per call: its vectors and extras."""
+        assert self.embedder is not None
+        tagger = getattr(self.embedder, "embed_arrays_with_extra", None)
+        parts, extras = [], []
+        for start in range(0, len(batch), MODEL_CALL):
+            chunk = batch[start : start + MODEL_CALL]
+            if tagger is not None:
+                vectors, chunk_extras = tagger(chunk)
+            else:
+                vectors, chunk_extras = self.embedder.embed_arrays(chunk), [{} for _ in chunk]
+            parts.append(vectors)
+            extras.extend(chunk_extras)
+        return np.concatenate(parts), extras
 
     def _advance(self, n: int) -> None:
         if self.progress is not None:
