@@ -74,6 +74,34 @@ def test_swapping_two_files_contents_is_indexed_in_one_run(tmp_path: Path) -> No
     assert assert_index_matches_disk(db) == 10
 
 
+def test_content_the_sink_stashes_while_a_worker_asks_stays_known(tmp_path: Path) -> None:
+    """The swap above once embedded one file in CI (embedded 1, not 0): a worker asked "is this content
+    indexed?" while the sink was overwriting the path that held it. The sink stashes the vector, then the
+    store forgets the row; a worker that looked at the stash *before* and at the store *after* saw
+    neither. This plays that interleaving exactly: the sink acts right after the stash is looked at."""
+    from lookalike.ingest import _KnownHashes
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    make_picture(0).save(photos / "p0.jpg", quality=90)
+    db = tmp_path / "db"
+    index_json(photos, db)
+    with Index.open(db, create=False) as index:
+        store = index.store
+        (item,) = list(store.items())
+
+        class SinkActsAfterThisLook(dict):
+            def __contains__(self, key: object) -> bool:
+                seen = dict.__contains__(self, key)
+                if not dict.__contains__(self, item.sha256):  # the sink, on the other thread
+                    self[item.sha256] = (store.vectors([item.id]), item)
+                    store.remove([item.id])
+                return seen
+
+        known = _KnownHashes(store, SinkActsAfterThisLook())
+        assert known(item.sha256), "content moved from the store to the stash read as unknown"
+
+
 def test_backup_copy_then_resaved_originals_is_indexed_in_one_run(tmp_path: Path, real_photos: list[Path]) -> None:
     """The hostile run's second case: a backup of the folder, then the originals re-saved smaller.
 
