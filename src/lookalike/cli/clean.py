@@ -23,7 +23,7 @@ from lookalike.dedup.groups import LINKAGES, DupGroup, default_margin, default_t
 from lookalike.dedup.keep import DEFAULT_KEEP, KEEP_RULES
 from lookalike.dedup.quarantine import QuarantineReport, RestoreReport, quarantine, restore
 from lookalike.dedup.report import dups_html, sweep_html, write_html
-from lookalike.dedup.sweep import DEFAULT_SWEEP_THRESHOLD, sweep
+from lookalike.dedup.sweep import KIND_SWEEP_THRESHOLD, SweepResult, sweep
 from lookalike.dedup.threshold import precision_threshold
 from lookalike.index import Index
 
@@ -179,8 +179,15 @@ def sweep_command(
         list[str] | None, typer.Option("--unlike", help="A counter-example: matches must be closer to the likes.")
     ] = None,
     threshold: Annotated[
-        float, typer.Option(min=-1.0, max=1.0, help="Minimum cosine similarity to a like-example.")
-    ] = DEFAULT_SWEEP_THRESHOLD,
+        float | None,
+        typer.Option(
+            min=-1.0,
+            max=1.0,
+            help="Minimum cosine similarity to a like-example. Default: what this collection's calibration "
+            f"calls the same picture; the output says where the next tier starts (e.g. {KIND_SWEEP_THRESHOLD} "
+            "for the same kind of picture).",
+        ),
+    ] = None,
     json_output: JsonOption = False,
     html: HtmlOption = None,
     quarantine_dir: QuarantineOption = None,
@@ -197,7 +204,7 @@ def sweep_command(
                 write_html(html, sweep_html(result))
             report = None
             if quarantine_dir is not None:
-                query = f"sweep like={result.like} unlike={result.unlike} threshold={threshold}"
+                query = f"sweep like={result.like} unlike={result.unlike} threshold={result.threshold}"
                 report = quarantine(
                     index.store,
                     [m.record for m in result.matches],
@@ -214,7 +221,7 @@ def sweep_command(
     else:
         for match in result.matches:
             out.print(f"{match.score:.3f}  {match.record.path}")
-        out.print(f"{len(result.matches)} images at similarity ≥ {threshold:.3f}")
+        out.print(sweep_summary(result))
         if html is not None:
             err.print(f"review page: {html}")
         if report is not None:
@@ -223,6 +230,22 @@ def sweep_command(
             err.print("dry run: nothing moved (add --quarantine DIR to move them)")
     if report is not None and report.skipped:
         raise typer.Exit(1)
+
+
+def sweep_summary(result: SweepResult) -> str:
+    """How many matched under which rule, and where the next tier starts (the command for it)."""
+    rule = f" ({result.rule})" if result.rule != "threshold" else ""
+    lines = [f"{len(result.matches)} images at similarity ≥ {result.threshold:.3f}{rule}"]
+    tier = result.next_tier
+    if tier is not None:
+        label = f", '{tier.label}'" if tier.label else ""
+        more = "at least " if tier.more else ""
+        gap = f"; a gap of {tier.gap_above:.3f} below the last match" if tier.gap_above is not None else ""
+        lines.append(
+            f"next tier: {more}{tier.count} more at {tier.lowest:.3f}-{tier.highest:.3f}{label}{gap} "
+            f"(--threshold {tier.threshold:g} adds them)"
+        )
+    return "\n".join(lines)
 
 
 def restore_command(

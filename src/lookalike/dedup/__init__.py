@@ -3,14 +3,15 @@
 from lookalike.dedup.groups import DupGroup, anchored_groups, default_threshold, find_duplicate_groups, knn_edges
 from lookalike.dedup.keep import KEEP_RULES, choose_keep, keep_key
 from lookalike.dedup.quarantine import QuarantineError, quarantine, restore, restore_files
-from lookalike.dedup.sweep import DEFAULT_SWEEP_THRESHOLD, SweepResult, sweep
+from lookalike.dedup.sweep import KIND_SWEEP_THRESHOLD, NextTier, SweepResult, same_picture_threshold, sweep
 from lookalike.dedup.threshold import CalibrationUnavailable, precision_threshold
 
 __all__ = [
-    "DEFAULT_SWEEP_THRESHOLD",
     "KEEP_RULES",
+    "KIND_SWEEP_THRESHOLD",
     "CalibrationUnavailable",
     "DupGroup",
+    "NextTier",
     "QuarantineError",
     "SweepResult",
     "anchored_groups",
@@ -23,5 +24,6 @@ __all__ = [
     "quarantine",
     "restore",
     "restore_files",
+    "same_picture_threshold",
     "sweep",
 ]

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from lookalike.audit.core import AuditReport, ItemAudit, audit
 from lookalike.audit.decisions import KINDS, mark_not_a_problem
 from lookalike.audit.map import collection_map
+from lookalike.dedup.sweep import KIND_SWEEP_THRESHOLD
 from lookalike.web.deps import NEEDS_TOKEN, TOKEN_ERRORS, PageDep, StateDep
 from lookalike.web.state import WebState
 
@@ -137,4 +138,5 @@ async def audit_page(state: StateDep, page: PageDep) -> HTMLResponse:
         writable=state.token is not None,
         can_quarantine=state.token is not None and state.quarantine_dir is not None,
         limit=PAGE_LIMIT,
+        kind_sweep_threshold=KIND_SWEEP_THRESHOLD,  # a cluster is one kind of picture, not one picture
     )

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from lookalike.dedup.groups import default_margin, default_threshold, find_duplicate_groups
 from lookalike.dedup.keep import DEFAULT_KEEP, KEEP_RULES
 from lookalike.dedup.quarantine import QuarantineError, quarantine
-from lookalike.dedup.sweep import DEFAULT_SWEEP_THRESHOLD, sweep
+from lookalike.dedup.sweep import same_picture_threshold, sweep
 from lookalike.store.base import ItemRecord
 from lookalike.web.deps import NEEDS_TOKEN, TOKEN_ERRORS, PageDep, StateDep, UploadsDep
 from lookalike.web.state import WebState
@@ -91,7 +91,9 @@ async def review_sweep(
     like: Annotated[list[int] | None, Form(description="Indexed example item ids.")] = None,
     unlike: Annotated[list[int] | None, Form(description="Indexed counter-example item ids.")] = None,
     image: Annotated[UploadFile | None, File(description="An example picture from outside.")] = None,
-    threshold: Annotated[float, Form(ge=-1.0, le=1.0)] = DEFAULT_SWEEP_THRESHOLD,
+    threshold: Annotated[
+        float | None, Form(ge=-1.0, le=1.0, description="Default: what the calibration calls the same picture.")
+    ] = None,
 ) -> dict[str, object]:
     """Every indexed image like the examples (as `lookalike sweep`, a dry run)."""
     examples: list[Any] = list(like or [])
@@ -103,7 +105,14 @@ async def review_sweep(
         raise HTTPException(422, "give at least one example: an item id (like) or a picture (image)")
     result = await run_in_threadpool(sweep, state.index, examples, list(unlike or []), threshold)
     matches = [_with_score(state, m.record, m.score) for m in result.matches[:MAX_REVIEW_ITEMS]]
-    return {"threshold": threshold, "count": len(result.matches), "matches": matches}
+    tier = None if result.next_tier is None else result.next_tier.to_dict()
+    return {
+        "threshold": result.threshold,
+        "rule": result.rule,
+        "count": len(result.matches),
+        "matches": matches,
+        "next_tier": tier,
+    }
 
 
 @router.post("/api/review/quarantine", responses=_WRITE_ERRORS, dependencies=[NEEDS_TOKEN])
@@ -154,5 +163,5 @@ def review_page(state: StateDep, page: PageDep) -> HTMLResponse:
         "review.html",
         writable=state.token is not None and state.quarantine_dir is not None,
         dup_threshold=default_threshold(state.index.model_name),
-        sweep_threshold=DEFAULT_SWEEP_THRESHOLD,
+        sweep_threshold=same_picture_threshold(state.index)[0],
     )

@@ -97,11 +97,32 @@
   }
 
   function renderSweep(doc) {
-    title.textContent = doc.count + " images (similarity ≥ " + doc.threshold.toFixed(2) + ")";
+    const rule = doc.rule && doc.rule !== "threshold" ? ", " + doc.rule : "";
+    title.textContent = doc.count + " images (similarity ≥ " + doc.threshold.toFixed(3) + rule + ")";
     const grid = document.createElement("div");
     grid.className = "grid";
     grid.append(...doc.matches.map((m) => tile(m, true, Math.round(m.score * 100) + "%")));
-    list.replaceChildren(grid);
+    const parts = [grid];
+    const tier = doc.next_tier;
+    if (tier) {
+      // where the next tier starts, and a button that sweeps down to it
+      const note = document.createElement("p");
+      note.className = "muted next-tier";
+      note.textContent =
+        "Next tier: " + (tier.more ? "at least " : "") + tier.count + " more at " + tier.lowest.toFixed(3) + "–" +
+        tier.highest.toFixed(3) + (tier.label ? " (" + tier.label + ")" : "") + ". ";
+      const widen = document.createElement("button");
+      widen.type = "button";
+      widen.className = "button small";
+      widen.textContent = "Sweep down to " + tier.threshold;
+      widen.addEventListener("click", () => {
+        $("sweep-threshold").value = tier.threshold;
+        $("sweep-form").requestSubmit();
+      });
+      note.append(widen);
+      parts.push(note);
+    }
+    list.replaceChildren(...parts);
     section.hidden = false;
   }
 
@@ -139,9 +160,11 @@
   });
 
   // /review?like=1,2,3 (the audit page's "sweep this cluster"): fill in the examples and sweep at once
-  const like = new URLSearchParams(window.location.search).get("like");
+  const params = new URLSearchParams(window.location.search);
+  const like = params.get("like");
   if (like) {
     $("sweep-like").value = like.split(",").join(" ");
+    if (params.get("threshold")) $("sweep-threshold").value = params.get("threshold");
     $("sweep-form").requestSubmit();
   }
 
