@@ -32,8 +32,7 @@ def sea_collection(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     every = photos(None)
     sea = sorted(p for p in every if "clickgame" in str(p) and p.stem in {f"sea{i}" for i in range(1, 7)})
-    if len(sea) != 6:
-        pytest.skip("GCompris' six underwater photos are not in the data cache")
+    assert len(sea) == 6, "GCompris' six underwater photos should be in the data cache (scripts/fetch_data.py)"
     others = [p for p in every if p not in sea][::9][:24]
     root = tmp_path_factory.mktemp("sea") / "collection"
     root.mkdir()
