@@ -172,7 +172,6 @@ def mobilenet_v2_ml_int8(
     """
     from lookalike.models.int8 import Int8Recipe, load_or_quantize
 
-
     weights = package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP)
     pre = ImagePreprocessor(size=224)
     recipe = ExportRecipe(

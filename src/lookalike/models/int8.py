@@ -26,7 +26,6 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,4 +224,3 @@ def load_or_quantize(
     fp32 = load_or_export(recipe.fp32, intra_op_num_threads=1)
     quantize_int8(recipe, fp32.path, path, fingerprint=fingerprint)
     return OnnxModel(path, **session_args)
-
