@@ -153,6 +153,23 @@ INT8_EXCLUDE_PREFIXES = ("/features.0/",)
 INT8_EXCLUDE_FROM = "/ReduceMean"
 
 
+def mobilenet_v2_ml_int8_recipe():  # -> lookalike.models.int8.Int8Recipe (imported lazily)
+    """How ``mobilenet_v2_ml_int8`` is quantised: ``mobilenet_v2_ml``'s fp32 export recipe, unchanged
+    (so both share one cached fp32 graph), and the nodes kept in fp32."""
+    from lookalike.models.int8 import Int8Recipe
+
+    weights = package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP)
+    recipe = ExportRecipe(
+        name="mobilenet_v2_ml",
+        version=f"2-pow{ML_TOP_POWER}-mid{ML_MID_WEIGHT}",
+        weights_path=weights,
+        build=lambda: _build_mobilenet_multi(weights),
+        input_shape=(3, 224, 224),
+        output_names=CNN_OUTPUTS,
+    )
+    return Int8Recipe(recipe, ImagePreprocessor(size=224), INT8_EXCLUDE_PREFIXES, INT8_EXCLUDE_FROM)
+
+
 @register_model(
     "mobilenet_v2_ml_int8",
     description="Opt-in. mobilenet_v2_ml quantised to INT8 (ONNX Runtime static QDQ); faster, own identity.",
@@ -170,19 +187,10 @@ def mobilenet_v2_ml_int8(
     Its own name and spec version, so an index never mixes its vectors with fp32 ones; the fp32
     model stays available as ``mobilenet_v2_ml``.
     """
-    from lookalike.models.int8 import Int8Recipe, load_or_quantize
+    from lookalike.models.int8 import load_or_quantize
 
-    weights = package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP)
-    pre = ImagePreprocessor(size=224)
-    recipe = ExportRecipe(
-        name="mobilenet_v2_ml",
-        version=f"2-pow{ML_TOP_POWER}-mid{ML_MID_WEIGHT}",
-        weights_path=weights,
-        build=lambda: _build_mobilenet_multi(weights),
-        input_shape=(3, 224, 224),
-        output_names=CNN_OUTPUTS,
-    )
-    int8 = Int8Recipe(recipe, pre, INT8_EXCLUDE_PREFIXES, INT8_EXCLUDE_FROM)
+    int8 = mobilenet_v2_ml_int8_recipe()
+    recipe, pre = int8.fp32, int8.preprocessor
     fingerprint = int8.fingerprint()
     spec = ModelSpec(
         "mobilenet_v2_ml_int8",
