@@ -146,6 +146,72 @@ def mobilenet_v2_ml(
     )
 
 
+#: Nodes of the mobilenet_v2_ml graph kept in fp32 by the INT8 model: the first conv (it sees raw
+#: pixels, whose range a uint8 scale fits badly) and everything from the global pool on (pooling, the
+#: power normalisation, the concatenation and the ImageNet head: cheap, and the no-match view reads them).
+INT8_EXCLUDE_PREFIXES = ("/features.0/",)
+INT8_EXCLUDE_FROM = "/ReduceMean"
+
+
+def mobilenet_v2_ml_int8_recipe():  # -> lookalike.models.int8.Int8Recipe (imported lazily)
+    """How ``mobilenet_v2_ml_int8`` is quantised: ``mobilenet_v2_ml``'s fp32 export recipe, unchanged
+    (so both share one cached fp32 graph), and the nodes kept in fp32."""
+    from lookalike.models.int8 import Int8Recipe
+
+    weights = package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP)
+    recipe = ExportRecipe(
+        name="mobilenet_v2_ml",
+        version=f"2-pow{ML_TOP_POWER}-mid{ML_MID_WEIGHT}",
+        weights_path=weights,
+        build=lambda: _build_mobilenet_multi(weights),
+        input_shape=(3, 224, 224),
+        output_names=CNN_OUTPUTS,
+    )
+    return Int8Recipe(recipe, ImagePreprocessor(size=224), INT8_EXCLUDE_PREFIXES, INT8_EXCLUDE_FROM)
+
+
+@register_model(
+    "mobilenet_v2_ml_int8",
+    description="Opt-in. mobilenet_v2_ml quantised to INT8 (ONNX Runtime static QDQ); faster, own identity.",
+    dim=MOBILENET_MULTI_DIM,
+    offline=True,
+    weights=lambda: package_file(*MOBILENET_WEIGHTS, MOBILENET_PIP),
+    # Duplicate thresholds not re-measured for INT8 vectors: mobilenet_v2_ml's, see docs/models.md.
+    settings=ModelSettings(CNN_DUP_THRESHOLD, DUP_MARGIN, 0.78, None),
+)
+def mobilenet_v2_ml_int8(
+    *, intra_op_num_threads: int | None = None, allow_spinning: bool = True, batch_size: int = 32
+) -> Embedder:
+    """``mobilenet_v2_ml``'s graph, statically quantised at first use (see :mod:`lookalike.models.int8`).
+
+    Its own name and spec version, so an index never mixes its vectors with fp32 ones; the fp32
+    model stays available as ``mobilenet_v2_ml``.
+    """
+    from lookalike.models.int8 import load_or_quantize
+
+    int8 = mobilenet_v2_ml_int8_recipe()
+    recipe, pre = int8.fp32, int8.preprocessor
+    fingerprint = int8.fingerprint()
+    spec = ModelSpec(
+        "mobilenet_v2_ml_int8",
+        f"1-tv-imagenet1k-b0353104;top**{ML_TOP_POWER}+{ML_MID_WEIGHT}*block13;int8-qdq-{fingerprint}",
+        MOBILENET_MULTI_DIM,
+        pre.describe(),
+        224,
+        NoMatchView(MOBILENET_DIM, 1.0 / ML_TOP_POWER),
+    )
+
+    return OnnxCnnEmbedder(
+        spec,
+        recipe,
+        pre,
+        batch_size=batch_size,
+        intra_op_num_threads=intra_op_num_threads,
+        allow_spinning=allow_spinning,
+        load=lambda **kw: load_or_quantize(int8, **kw),
+    )
+
+
 def _efficientnet_lite(
     index: int, intra_op_num_threads: int | None, allow_spinning: bool, batch_size: int | None
 ) -> Embedder:

@@ -8,6 +8,7 @@ Eager torch is kept available (``embed_arrays_torch``) for tests and benchmarks 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,16 +38,18 @@ class OnnxCnnEmbedder(Embedder):
         batch_size: int = 32,
         intra_op_num_threads: int | None = None,
         allow_spinning: bool = True,
+        load: Callable[..., OnnxModel] | None = None,
     ) -> None:
+        """``load(intra_op_num_threads=, allow_spinning=)`` opens the graph; default: the cached fp32
+        export of ``recipe`` (the INT8 model passes its own loader; eager torch still uses ``recipe``)."""
         if recipe.output_names != CNN_OUTPUTS:
             raise ValueError(f"recipe must produce {CNN_OUTPUTS}, got {recipe.output_names}")
         self.spec = spec
         self.recipe = recipe
         self.preprocessor = preprocessor
         self.batch_size = batch_size
-        self.onnx: OnnxModel = load_or_export(
-            recipe, intra_op_num_threads=intra_op_num_threads, allow_spinning=allow_spinning
-        )
+        opener = load or (lambda **kw: load_or_export(recipe, **kw))
+        self.onnx: OnnxModel = opener(intra_op_num_threads=intra_op_num_threads, allow_spinning=allow_spinning)
         self._torch_module: torch.nn.Module | None = None
         self._torch_lock = threading.Lock()
 
