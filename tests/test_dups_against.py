@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -147,3 +148,16 @@ def test_against_option_errors(two_indexes: dict[str, Path]) -> None:
     assert result.exit_code == 2 and "the same one" in result.output, result.output
     result = runner.invoke(app, ["dups", "--db", str(t["newdb"]), "--against", str(t["tmp"] / "nothing")])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+
+
+def test_against_with_links_points_the_new_side_names_at_the_library(two_indexes: dict[str, Path]) -> None:
+    t = two_indexes
+    library_before, new_before = _shas(t["lib"]), _shas(t["new"])
+    code, output = _against(t, "--quarantine", str(t["tmp"] / "q"), "--link", "symbolic", "--json")
+    assert code == 0, output
+    exact = t["new"] / "exact.jpg"
+    assert exact.is_symlink() and os.readlink(exact) == str(t["lib"] / "lib03.jpg")
+    assert _shas(t["lib"]) == library_before
+    result = runner.invoke(app, ["restore", json.loads(output)["quarantine"]["manifest"]])
+    assert result.exit_code == 0, result.output
+    assert _shas(t["new"]) == new_before and not exact.is_symlink()

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from lookalike.audit.check import STATUSES as CHECK_STATUSES
 from lookalike.audit.check import CheckResult, check_against
@@ -24,7 +25,7 @@ from lookalike.cli.common import (
 )
 from lookalike.dedup.groups import LINKAGES, DupGroup, default_margin, default_threshold, find_duplicate_groups
 from lookalike.dedup.keep import DEFAULT_KEEP, KEEP_RULES
-from lookalike.dedup.quarantine import QuarantineReport, RestoreReport, quarantine, restore
+from lookalike.dedup.quarantine import LINK_KINDS, QuarantineReport, RestoreReport, quarantine, restore
 from lookalike.dedup.report import dups_html, sweep_html, write_html
 from lookalike.dedup.sweep import DEFAULT_SWEEP_THRESHOLD, sweep
 from lookalike.dedup.threshold import precision_threshold
@@ -87,6 +88,16 @@ def dups_command(
         tuple[Path, Path] | None,
         typer.Option("--not-dup", help="Mark two indexed images as not duplicates (remembered) and exit."),
     ] = None,
+    link: Annotated[
+        str | None,
+        typer.Option(
+            "--link",
+            metavar="hard|symbolic",
+            help="With --quarantine: leave a hard or symbolic link to the kept copy where each moved duplicate "
+            "was (a hard link cannot cross file systems: such files are skipped, nothing lost); "
+            "`lookalike restore` removes the links and puts the originals back.",
+        ),
+    ] = None,
     against: Annotated[
         Path | None,
         typer.Option(
@@ -97,9 +108,13 @@ def dups_command(
     ] = None,
 ) -> None:
     """Find exact and near-duplicate groups; each names the copy to keep."""
+    if link is not None and link not in LINK_KINDS:
+        fail(f"unknown --link {link!r}; choose one of {', '.join(LINK_KINDS)}")
+    if link is not None and quarantine_dir is None:
+        fail("--link needs --quarantine DIR: the duplicates move there and a link takes their place")
     if against is not None:
         _refuse_with_against(precision, keep, linkage, html, not_dup)
-        _dups_against(db, against, threshold, margin, k, json_output, quarantine_dir)
+        _dups_against(db, against, threshold, margin, k, json_output, quarantine_dir, link)
         return
     if keep not in KEEP_RULES:
         fail(f"unknown --keep {keep!r}; choose one of {', '.join(KEEP_RULES)}")
@@ -128,12 +143,13 @@ def dups_command(
             report = None
             if quarantine_dir is not None:
                 records = [d for g in groups for d in g.duplicates]
+                kept = [g.keep for g in groups for _ in g.duplicates]
                 reasons = [
                     f"duplicate of {g.keep.path} (similarity {s:.3f}, threshold {used:.3f}, margin {used_margin:.2f})"
                     for g in groups
                     for s in g.scores
                 ]
-                report = quarantine(index.store, records, quarantine_dir, reason=reasons)
+                report = quarantine(index.store, records, quarantine_dir, reason=reasons, link=link, link_to=kept)
         finally:
             index.close()
     if json_output:
@@ -183,8 +199,10 @@ def _dups_against(
     k: int,
     json_output: bool,
     quarantine_dir: Path | None,
+    link: str | None = None,
 ) -> None:
-    """``dups --against LIBRARY``: which files of ``db`` the library already holds; optionally move them."""
+    """``dups --against LIBRARY``: which files of ``db`` the library already holds; optionally move them
+    (with ``link``, leaving a link to the library's copy in their place)."""
     with friendly_errors(against):
         library = Index.open(against, create=False, read_only=True)  # never written
     try:
@@ -200,7 +218,14 @@ def _dups_against(
                         f"(similarity {r.matches[0].score:.3f})"
                         for r in found
                     ]
-                    report = quarantine(index.store, [r.item for r in found], quarantine_dir, reason=reasons)  # type: ignore[misc]
+                    report = quarantine(
+                        index.store,
+                        [r.item for r in found],  # type: ignore[misc]
+                        quarantine_dir,
+                        reason=reasons,
+                        link=link,
+                        link_to=[r.matches[0].record for r in found],
+                    )
             finally:
                 index.close()
     finally:
@@ -349,10 +374,11 @@ def restore_command(
 
 def print_quarantine(report: QuarantineReport) -> None:
     for skip in report.skipped:
-        err.print(f"[yellow]skipped[/yellow] {skip.path}: {skip.reason}")
+        err.print(Text.assemble(("skipped", "yellow"), f" {skip.path}: {skip.reason}"), soft_wrap=True)
+    links = sum(bool(o.link) for o in report.moved)
     out.print(
-        f"moved {len(report.moved)} files, skipped {len(report.skipped)}; "
-        f"undo with: lookalike restore {report.manifest}"
+        f"moved {len(report.moved)} files{f' ({links} replaced by links)' if links else ''}, "
+        f"skipped {len(report.skipped)}; undo with: lookalike restore {report.manifest}"
     )
 
 
