@@ -63,7 +63,8 @@ def test_api_lists_findings_with_links_and_honours_not_a_problem(client: TestCli
     points = found["points"]
     assert points and all(0.0 <= p["x"] <= 1.0 and 0.0 <= p["y"] <= 1.0 for p in points)
     assert found["method"] == ("umap" if umap_available() and len(points) >= 17 else "pca")
-    assert ("UMAP" if found["method"] == "umap" else "PCA") + " of its vector" in client.get("/audit").text
+    named = "UMAP" if found["method"] == "umap" else "PCA"
+    assert f'id="map-method">{named}</span> of its vector' in client.get("/audit").text
 
 
 # -- in a browser --------------------------------------------------------------------------------------------
