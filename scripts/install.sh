@@ -21,7 +21,8 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 
 if [[ $want_test == 1 ]]; then
   # Ray and Milvus Lite: the distributed tests start a local Ray cluster and a Milvus Lite server.
-  "${pip[@]}" -e ".[dev,distributed,test]"
+  # audit: umap-learn for the map's UMAP test (without it that test would be skipped, which CI fails).
+  "${pip[@]}" -e ".[dev,distributed,test,audit]"
   # OpenCLIP for the CLIP tests (a tiny random model; no weights are downloaded). --no-deps keeps pip
   # from replacing the CPU torch; its own dependencies are pinned here. torchvision, which OpenCLIP
   # imports, is left out: PyPI's build does not load next to a CPU torch (the tests cope, see

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from lookalike.audit.map import umap_available
 from lookalike.demo import demo_images_dir
 from lookalike.index import Index
 from lookalike.web import create_app
@@ -58,8 +59,12 @@ def test_api_lists_findings_with_links_and_honours_not_a_problem(client: TestCli
     again = client.get("/api/audit").json()  # the index changed: audited again, the mark honoured
     assert "planted-dark.jpg" not in {e["name"] for e in again["quality"]}
 
-    points = client.get("/api/audit/map").json()["points"]
+    found = client.get("/api/audit/map").json()
+    points = found["points"]
     assert points and all(0.0 <= p["x"] <= 1.0 and 0.0 <= p["y"] <= 1.0 for p in points)
+    assert found["method"] == ("umap" if umap_available() and len(points) >= 17 else "pca")
+    named = "UMAP" if found["method"] == "umap" else "PCA"
+    assert f'id="map-method">{named}</span> of its vector' in client.get("/audit").text
 
 
 # -- in a browser --------------------------------------------------------------------------------------------

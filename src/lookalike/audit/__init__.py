@@ -3,11 +3,12 @@
 * :func:`audit`: quality problems (:mod:`.quality`), odd ones out (:mod:`.outliers`), visual clusters
   (:mod:`.clusters`), exact and near-duplicate groups, minus what a reviewer marked "not a problem"
   (:mod:`.decisions`) or "not a duplicate".
-* :func:`check`: which new files already exist in an index, exactly or as near copies (:mod:`.check`).
+* :func:`check`: which new files already exist in an index, exactly or as near copies (:mod:`.check`);
+  :func:`check_against`: the same for every item of another index.
 * :mod:`.report`: the findings as CSV, HTML, or the files to quarantine.
 """
 
-from lookalike.audit.check import CheckResult, check
+from lookalike.audit.check import CheckResult, check, check_against
 from lookalike.audit.core import AuditReport, ItemAudit, audit
 from lookalike.audit.decisions import mark_not_a_problem, not_a_problem
 from lookalike.audit.outliers import DEFAULT_OUTLIER_CUTOFF
@@ -24,6 +25,7 @@ __all__ = [
     "assess",
     "audit",
     "check",
+    "check_against",
     "mark_not_a_problem",
     "not_a_problem",
 ]

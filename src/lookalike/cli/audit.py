@@ -14,7 +14,7 @@ from lookalike.audit.decisions import KINDS, mark_not_a_problem
 from lookalike.audit.outliers import DEFAULT_OUTLIER_CUTOFF
 from lookalike.audit.quality import DEFAULT_CUTOFFS
 from lookalike.audit.report import FINDING_GROUPS, quarantine_plan, write_audit_html, write_csv
-from lookalike.cli.clean import HtmlOption, print_quarantine
+from lookalike.cli.clean import HtmlOption, print_check_results, print_quarantine
 from lookalike.cli.common import DEFAULT_DB, DbOption, JsonOption, err, fail, friendly_errors, out, print_json
 from lookalike.dedup.quarantine import quarantine
 from lookalike.index import Index
@@ -210,14 +210,4 @@ def check_command(
         counts = {status: sum(r.status == status for r in results) for status in ("exact", "near", "new", "unreadable")}
         print_json({"files": [r.to_dict() for r in results], "counts": counts})
         return
-    for result in results:
-        if result.status in ("exact", "near"):
-            best = result.matches[0]
-            what = "exact copy of" if result.status == "exact" else f"near copy ({best.score:.3f}) of"
-            out.print(f"[yellow]{result.status:5s}[/yellow] {result.path}  {what} {best.record.path}")
-        elif result.status == "unreadable":
-            err.print(f"[red]unreadable[/red] {result.path}: {result.reason}")
-        else:
-            out.print(f"[green]new[/green]   {result.path}")
-    n_known = sum(r.status in ("exact", "near") for r in results)
-    out.print(f"{len(results)} files: {n_known} already in the library, {sum(r.status == 'new' for r in results)} new")
+    print_check_results(results)

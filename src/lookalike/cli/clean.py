@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
+from lookalike.audit.check import STATUSES as CHECK_STATUSES
+from lookalike.audit.check import CheckResult, check_against
 from lookalike.cli.common import (
     DEFAULT_DB,
     DbOption,
@@ -21,7 +25,7 @@ from lookalike.cli.common import (
 )
 from lookalike.dedup.groups import LINKAGES, DupGroup, default_margin, default_threshold, find_duplicate_groups
 from lookalike.dedup.keep import DEFAULT_KEEP, KEEP_RULES
-from lookalike.dedup.quarantine import QuarantineReport, RestoreReport, quarantine, restore
+from lookalike.dedup.quarantine import LINK_KINDS, QuarantineReport, RestoreReport, quarantine, restore
 from lookalike.dedup.report import dups_html, sweep_html, write_html
 from lookalike.dedup.sweep import KIND_SWEEP_THRESHOLD, SweepResult, sweep
 from lookalike.dedup.threshold import precision_threshold
@@ -84,8 +88,34 @@ def dups_command(
         tuple[Path, Path] | None,
         typer.Option("--not-dup", help="Mark two indexed images as not duplicates (remembered) and exit."),
     ] = None,
+    link: Annotated[
+        str | None,
+        typer.Option(
+            "--link",
+            metavar="hard|symbolic",
+            help="With --quarantine: leave a hard or symbolic link to the kept copy where each moved duplicate "
+            "was (a hard link cannot cross file systems: such files are skipped, nothing lost); "
+            "`lookalike restore` removes the links and puts the originals back.",
+        ),
+    ] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            "--against",
+            help="Another index (a library): list the files of --db it already holds, exact or near copy, by the "
+            "rule of `lookalike check`; --quarantine then moves those files of --db, never the library's.",
+        ),
+    ] = None,
 ) -> None:
     """Find exact and near-duplicate groups; each names the copy to keep."""
+    if link is not None and link not in LINK_KINDS:
+        fail(f"unknown --link {link!r}; choose one of {', '.join(LINK_KINDS)}")
+    if link is not None and quarantine_dir is None:
+        fail("--link needs --quarantine DIR: the duplicates move there and a link takes their place")
+    if against is not None:
+        _refuse_with_against(precision, keep, linkage, html, not_dup)
+        _dups_against(db, against, threshold, margin, k, json_output, quarantine_dir, link)
+        return
     if keep not in KEEP_RULES:
         fail(f"unknown --keep {keep!r}; choose one of {', '.join(KEEP_RULES)}")
     if linkage not in LINKAGES:
@@ -113,12 +143,13 @@ def dups_command(
             report = None
             if quarantine_dir is not None:
                 records = [d for g in groups for d in g.duplicates]
+                kept = [g.keep for g in groups for _ in g.duplicates]
                 reasons = [
                     f"duplicate of {g.keep.path} (similarity {s:.3f}, threshold {used:.3f}, margin {used_margin:.2f})"
                     for g in groups
                     for s in g.scores
                 ]
-                report = quarantine(index.store, records, quarantine_dir, reason=reasons)
+                report = quarantine(index.store, records, quarantine_dir, reason=reasons, link=link, link_to=kept)
         finally:
             index.close()
     if json_output:
@@ -139,6 +170,101 @@ def dups_command(
             print_quarantine(report)
     if report is not None and report.skipped:
         raise typer.Exit(1)
+
+
+def _refuse_with_against(
+    precision: float | None, keep: str, linkage: str, html: Path | None, not_dup: tuple[Path, Path] | None
+) -> None:
+    """Options of the grouping that mean nothing against a library: an error, not silently ignored."""
+    given = [
+        name
+        for name, used in (
+            ("--precision", precision is not None),
+            ("--keep", keep != DEFAULT_KEEP),
+            ("--linkage", linkage != "anchor"),
+            ("--html", html is not None),
+            ("--not-dup", not_dup is not None),
+        )
+        if used
+    ]
+    if given:
+        fail(f"{', '.join(given)} cannot be combined with --against (the library's copy is always the one kept)")
+
+
+def _dups_against(
+    db: Path,
+    against: Path,
+    threshold: float | None,
+    margin: float | None,
+    k: int,
+    json_output: bool,
+    quarantine_dir: Path | None,
+    link: str | None = None,
+) -> None:
+    """``dups --against LIBRARY``: which files of ``db`` the library already holds; optionally move them
+    (with ``link``, leaving a link to the library's copy in their place)."""
+    with friendly_errors(against):
+        library = Index.open(against, create=False, read_only=True)  # never written
+    try:
+        with friendly_errors(db):
+            index = Index.open(db, create=False, read_only=False if quarantine_dir is not None else None)
+            try:
+                results = check_against(index, library, threshold=threshold, margin=margin, k=k)
+                report = None
+                if quarantine_dir is not None:
+                    found = [r for r in results if r.status in ("exact", "near") and r.item is not None]
+                    reasons = [
+                        f"{r.status} copy of {r.matches[0].record.path} in the library {against} "
+                        f"(similarity {r.matches[0].score:.3f})"
+                        for r in found
+                    ]
+                    report = quarantine(
+                        index.store,
+                        [r.item for r in found],  # type: ignore[misc]
+                        quarantine_dir,
+                        reason=reasons,
+                        link=link,
+                        link_to=[r.matches[0].record for r in found],
+                    )
+            finally:
+                index.close()
+    finally:
+        library.close()
+    counts = {status: sum(r.status == status for r in results) for status in CHECK_STATUSES}
+    if json_output:
+        document: dict[str, object] = {
+            "against": str(against),
+            "files": [r.to_dict() for r in results],
+            "counts": counts,
+        }
+        if report is not None:
+            document["quarantine"] = report.to_dict()
+        print_json(document)
+    else:
+        print_check_results(results)
+        if report is not None:
+            print_quarantine(report)
+        elif counts["exact"] or counts["near"]:
+            err.print("dry run: nothing moved (add --quarantine DIR to move them)")
+    if report is not None and report.skipped:
+        raise typer.Exit(1)
+
+
+def print_check_results(results: Sequence[CheckResult]) -> None:
+    """One line per file (``check`` and ``dups --against``), then the counts."""
+    for result in results:
+        if result.status in ("exact", "near"):
+            best = result.matches[0]
+            what = "exact copy of" if result.status == "exact" else f"near copy ({best.score:.3f}) of"
+            out.print(f"[yellow]{result.status:5s}[/yellow] {result.path}  {what} {best.record.path}")
+        elif result.status == "unreadable":
+            err.print(f"[red]unreadable[/red] {result.path}: {result.reason}")
+        elif result.status == "in_library":
+            out.print(f"[blue]in library[/blue] {result.path}  ({result.reason})")
+        else:
+            out.print(f"[green]new[/green]   {result.path}")
+    n_known = sum(r.status in ("exact", "near") for r in results)
+    out.print(f"{len(results)} files: {n_known} already in the library, {sum(r.status == 'new' for r in results)} new")
 
 
 def _mark_not_dup(index: Index, pair: tuple[Path, Path], json_output: bool) -> None:
@@ -271,10 +397,11 @@ def restore_command(
 
 def print_quarantine(report: QuarantineReport) -> None:
     for skip in report.skipped:
-        err.print(f"[yellow]skipped[/yellow] {skip.path}: {skip.reason}")
+        err.print(Text.assemble(("skipped", "yellow"), f" {skip.path}: {skip.reason}"), soft_wrap=True)
+    links = sum(bool(o.link) for o in report.moved)
     out.print(
-        f"moved {len(report.moved)} files, skipped {len(report.skipped)}; "
-        f"undo with: lookalike restore {report.manifest}"
+        f"moved {len(report.moved)} files{f' ({links} replaced by links)' if links else ''}, "
+        f"skipped {len(report.skipped)}; undo with: lookalike restore {report.manifest}"
     )
 
 

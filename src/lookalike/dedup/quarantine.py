@@ -18,6 +18,12 @@ Safety rules, each covered by a test:
   it records them) and takes files only from the manifest's quarantine folder: a crafted or edited
   manifest cannot place a file anywhere else.
 * Names in the quarantine folder never collide: ``a.jpg`` becomes ``a (1).jpg``, ``a (2).jpg`` ...
+* Opt-in links (``link="hard"|"symbolic"``): a duplicate's name is then taken by a link to its kept
+  copy. The link is made first, under ``.NAME.lookalike-link`` beside the duplicate (a hard link that
+  would cross file systems fails here, before anything moves), and renamed over the duplicate's name
+  only once the original is safe in the quarantine folder: the name always holds the original or the
+  link, and the manifest records the link, which restore removes (only when it still is that link)
+  before moving the original back.
 """
 
 from __future__ import annotations
@@ -48,12 +54,19 @@ except ImportError:  # pragma: no cover - no advisory locks (Windows): every lef
 MANIFEST_VERSION = 1
 #: A cross-device copy is written under ``.NAME`` + this suffix and gets its real name once verified.
 PARTIAL_SUFFIX = ".lookalike-partial"
+#: A link to the kept copy waits under ``.NAME`` + this suffix until it replaces the duplicate's name.
+LINK_SUFFIX = ".lookalike-link"
+LINK_KINDS = ("hard", "symbolic")
 _CROSS_DEVICE = (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK)
 _OPEN_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 class QuarantineError(StoreError):
     """A quarantine or restore that cannot start (bad folder, unreadable manifest)."""
+
+
+class LinkError(OSError):
+    """A link to the kept copy that cannot be made (a hard link across file systems); nothing moved."""
 
 
 class PartialInTheWay(OSError):
@@ -66,11 +79,16 @@ class Outcome:
     status: str  # moved | restored | skipped
     reason: str = ""
     new_path: str = ""
+    #: a moved duplicate whose name now holds a link: "hard" or "symbolic" (and ``link_target``)
+    link: str = ""
+    link_target: str = ""
 
     def to_dict(self) -> dict[str, str]:
         out = {"path": self.path, "status": self.status}
         if self.new_path:
             out["new_path"] = self.new_path
+        if self.link:
+            out["link"], out["link_target"] = self.link, self.link_target
         if self.reason:
             out["reason"] = self.reason
         return out
@@ -158,16 +176,23 @@ def _hard_link(src: str, dst: Path) -> None:
 
 
 def _move_no_overwrite(
-    src: str, dst: Path, sha256: str, *, exact: bool = False, placed: Callable[[], None] | None = None
+    src: str,
+    dst: Path,
+    sha256: str,
+    *,
+    exact: bool = False,
+    placed: Callable[[], None] | None = None,
+    replacement: Path | None = None,
 ) -> Path:
     """Move ``src`` to ``dst`` (or a free variant of it) without ever overwriting or losing data.
 
     ``exact``: use exactly ``dst`` and raise ``FileExistsError`` if it is taken. ``placed`` runs once
     the data is safe under its new name and before the old name goes (quarantine drops the index item
     there, so a kill at any point never leaves the index naming a file that no longer exists).
+    ``replacement``: a prepared link renamed over ``src`` (atomically) instead of unlinking it.
     """
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if _resume_linked_copy(src, dst, sha256, placed):
+    if _resume_linked_copy(src, dst, sha256, placed, replacement):
         return dst
     while True:
         if not exact:
@@ -182,26 +207,32 @@ def _move_no_overwrite(
             if exc.errno not in _CROSS_DEVICE:
                 raise
             try:
-                _copy_across(src, dst, sha256, placed)
+                _copy_across(src, dst, sha256, placed, replacement)
             except FileExistsError:
                 if exact:
                     raise
                 continue
             return dst
-        _drop_source(src, dst, placed)
+        _drop_source(src, dst, placed, replacement)
         return dst
 
 
-def _drop_source(src: str, dst: Path, placed: Callable[[], None] | None) -> None:
-    """The last step of a move: the new name is durable, then the caller's hook, then the old name goes."""
+def _drop_source(src: str, dst: Path, placed: Callable[[], None] | None, replacement: Path | None = None) -> None:
+    """The last step of a move: the new name is durable, then the caller's hook, then the old name goes
+    (or, with ``replacement``, is atomically taken by that link: never a moment with neither)."""
     fsync_dir(dst.parent)
     if placed is not None:
         placed()
-    os.unlink(src)
+    if replacement is not None:
+        os.replace(replacement, src)
+    else:
+        os.unlink(src)
     fsync_dir(os.path.dirname(src))
 
 
-def _copy_across(src: str, dst: Path, sha256: str, placed: Callable[[], None] | None) -> None:
+def _copy_across(
+    src: str, dst: Path, sha256: str, placed: Callable[[], None] | None, replacement: Path | None = None
+) -> None:
     """Cross-device move: copy into the locked partial (or reuse the verified one a killed run left),
     fsync, verify, link it to ``dst`` (exclusive), drop the source, and only then the partial name.
 
@@ -219,7 +250,7 @@ def _copy_across(src: str, dst: Path, sha256: str, placed: Callable[[], None] | 
             with contextlib.suppress(OSError):
                 os.unlink(tmp)  # ours (locked) and the source is untouched: nothing is lost
             raise
-        _drop_source(src, dst, placed)
+        _drop_source(src, dst, placed, replacement)
         with contextlib.suppress(OSError):  # the move is done; a leftover name is cleaned up by restore
             os.unlink(tmp)
         fsync_dir(dst.parent)
@@ -290,7 +321,9 @@ def _lock_partial(tmp: Path, *, create: bool) -> int | None:
         return fd
 
 
-def _resume_linked_copy(src: str, dst: Path, sha256: str, placed: Callable[[], None] | None) -> bool:
+def _resume_linked_copy(
+    src: str, dst: Path, sha256: str, placed: Callable[[], None] | None, replacement: Path | None = None
+) -> bool:
     """Finish a cross-device move of ``src`` that a kill stopped after its verified copy got the name
     ``dst`` (the leftover partial and ``dst`` are one file): drop the source and the partial. False if
     there is no such copy."""
@@ -308,7 +341,7 @@ def _resume_linked_copy(src: str, dst: Path, sha256: str, placed: Callable[[], N
     try:
         if not _same_inode(fd, dst) or sha256_file(dst) != sha256:
             return False
-        _drop_source(src, dst, placed)
+        _drop_source(src, dst, placed, replacement)
         os.unlink(tmp)
         fsync_dir(dst.parent)
         return True
@@ -383,6 +416,8 @@ def quarantine(
     *,
     reason: str | Sequence[str],
     manifest: str | os.PathLike[str] | None = None,
+    link: str | None = None,
+    link_to: Sequence[ItemRecord] | None = None,
 ) -> QuarantineReport:
     """Move these indexed files into ``dest`` (keeping their path relative to their indexed root).
 
@@ -390,10 +425,22 @@ def quarantine(
     or vanished since they were indexed (by sha256) or lie outside the indexed roots, and removes each
     moved item from the index as its file moves (a killed run leaves an index of files that exist).
     ``reason`` is one text for all, or one per record.
+
+    ``link`` (``"hard"`` or ``"symbolic"``, with ``link_to``: the kept copy of each record): leave a
+    link to the kept copy where each file was, so paths that others use keep working while the space
+    is freed. A file whose link cannot be made (its kept copy changed or gone, a hard link across file
+    systems) is skipped and stays where it is.
     """
     reasons = [reason] * len(records) if isinstance(reason, str) else list(reason)
     if len(reasons) != len(records):
         raise ValueError("one reason per record")
+    if link is not None and link not in LINK_KINDS:
+        raise QuarantineError(f"unknown link kind {link!r}; choose one of {', '.join(LINK_KINDS)}")
+    if link is not None and (link_to is None or len(link_to) != len(records)):
+        raise ValueError("a link needs the kept copy of every record (link_to)")
+    targets: list[ItemRecord | None] = (
+        list(link_to) if link is not None and link_to is not None else [None] * len(records)
+    )
     dest_dir = Path(dest).absolute()
     roots = [str(r) for r in (store.get_meta("roots") or [])]  # type: ignore[union-attr]
     for root in roots:
@@ -416,12 +463,14 @@ def quarantine(
             "quarantine": str(dest_dir),
             "roots": roots,
             "reason": reason if isinstance(reason, str) else "per file",
+            "link": link,
             "time": time.time(),
         }
     )
     try:
-        for rec, why in zip(records, reasons, strict=True):
-            outcome = _quarantine_one(rec, roots, dest_dir, why, log, _IndexDrop(store, report, rec))
+        for rec, why, target in zip(records, reasons, targets, strict=True):
+            kept = (link, target) if link is not None and target is not None else None
+            outcome = _quarantine_one(rec, roots, dest_dir, why, log, _IndexDrop(store, report, rec), kept)
             (report.moved if outcome.status == "moved" else report.skipped).append(outcome)
     finally:
         log.close()
@@ -447,8 +496,95 @@ class _IndexDrop:
             self.vector = None
 
 
+def link_path(path: str | os.PathLike[str]) -> Path:
+    """Where the link that will take ``path``'s name waits (hidden, beside it)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{LINK_SUFFIX}")
+
+
+def _make_hard_link(target: str, at: Path) -> None:
+    """``os.link`` for a link to a kept copy; its own function so a test can stand in for a second disk."""
+    os.link(target, at, follow_symlinks=False)
+
+
+def is_link_to(path: str | os.PathLike[str], kind: str, target: str, not_same_as: Sequence[str] = ()) -> bool:
+    """Whether ``path`` is exactly the link quarantine made: a symlink reading ``target``, or another
+    name of ``target``'s file (``target`` still there, so removing ``path`` loses no data) that is not
+    the quarantined original (``not_same_as``: a kill can leave original and quarantined copy one file)."""
+    path = str(path)
+    if kind == "symbolic":
+        try:
+            return os.path.islink(path) and os.readlink(path) == target
+        except OSError:
+            return False
+    if kind != "hard" or os.path.islink(path) or not os.path.isfile(path) or os.path.islink(target):
+        return False
+    try:
+        if not os.path.samefile(path, target):
+            return False
+        return not any(os.path.lexists(n) and os.path.samefile(path, n) for n in not_same_as)
+    except OSError:
+        return False
+
+
+def _prepare_link(path: str, kind: str, target: str) -> Path:
+    """Make the link to ``target`` under :func:`link_path` (a killed run's one is reused after a check).
+
+    Raises :class:`LinkError` (a hard link across file systems, a name in the way): nothing moved.
+    """
+    at = link_path(path)
+    if os.path.lexists(at):
+        if not is_link_to(at, kind, target, [path]):
+            raise LinkError(errno.EEXIST, f"{at} is in the way and is not a link lookalike made; move it away")
+        os.unlink(at)
+    try:
+        if kind == "symbolic":
+            os.symlink(target, at)
+        else:
+            _make_hard_link(target, at)
+    except OSError as exc:
+        if kind == "hard" and exc.errno in _CROSS_DEVICE:
+            raise LinkError(
+                exc.errno,
+                f"a hard link cannot join two file systems ({os.path.dirname(path)} and {os.path.dirname(target)}): "
+                "not moved; use a symbolic link",
+            ) from exc
+        raise LinkError(exc.errno, f"cannot make the link: {exc.strerror or exc}") from exc
+    fsync_dir(at.parent)
+    return at
+
+
+def _drop_link(path: str | os.PathLike[str], kind: str, target: str, not_same_as: Sequence[str] = ()) -> bool:
+    """Remove ``path`` if it is quarantine's link to ``target`` (only a link: no data goes); whether it did."""
+    if not is_link_to(path, kind, target, not_same_as):
+        return False
+    os.unlink(path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    return True
+
+
+def _check_kept(path: str, kept: ItemRecord) -> str:
+    """Why the kept copy cannot be linked to (empty when it can): it must be the file that was reviewed."""
+    if os.path.islink(kept.path) or not os.path.isfile(kept.path):
+        return f"the kept copy {kept.path} is missing or not a regular file: not linked, not moved"
+    try:
+        if os.path.samefile(path, kept.path):
+            return f"already the same file as the kept copy {kept.path}"
+        if sha256_file(kept.path) != kept.sha256:
+            return f"the kept copy {kept.path} changed since it was indexed (sha256 differs): not linked, not moved"
+    except OSError as exc:
+        return f"the kept copy {kept.path} is unreadable: {exc}"
+    return ""
+
+
 def _quarantine_one(
-    rec: ItemRecord, roots: Sequence[str], dest_dir: Path, reason: str, log: _Manifest, placed: _IndexDrop
+    rec: ItemRecord,
+    roots: Sequence[str],
+    dest_dir: Path,
+    reason: str,
+    log: _Manifest,
+    placed: _IndexDrop,
+    kept: tuple[str, ItemRecord] | None = None,
 ) -> Outcome:
     path = rec.path
     root = containing_root(path, roots)
@@ -464,6 +600,10 @@ def _quarantine_one(
         return Outcome(path, "skipped", f"unreadable: {exc}")
     if actual != rec.sha256:
         return Outcome(path, "skipped", "changed since it was indexed (sha256 differs): re-index and review again")
+    if kept is not None:
+        refusal = _check_kept(path, kept[1])
+        if refusal:
+            return Outcome(path, "skipped", refusal)
     real = os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
     wanted = dest_dir / os.path.relpath(real, root)
     # A killed cross-device move of this file may have left its verified copy at the wanted name: finish it.
@@ -476,16 +616,28 @@ def _quarantine_one(
         "reason": reason,
         "item_id": rec.id,
     }
+    if kept is not None:
+        entry.update({"link": kept[0], "link_target": kept[1].path, "link_target_sha256": kept[1].sha256})
     log.write({"state": "planned", **entry})
+    prepared = None
     try:
-        final = _move_no_overwrite(path, target, rec.sha256, placed=placed)
+        if kept is not None:
+            prepared = _prepare_link(path, kept[0], kept[1].path)
+        final = _move_no_overwrite(path, target, rec.sha256, placed=placed, replacement=prepared)
     except OSError as exc:
         placed.undo()  # e.g. a read-only folder refused the unlink: the file stays, so does its item
+        if prepared is not None and os.path.lexists(prepared) and kept is not None:
+            with contextlib.suppress(OSError):
+                _drop_link(prepared, kept[0], kept[1].path, [path])
         log.write({"state": "failed", **entry, "error": str(exc)})
+        if isinstance(exc, LinkError):
+            return Outcome(path, "skipped", str(exc.strerror))
         return Outcome(path, "skipped", f"could not move: {exc}")
     entry["new"] = str(final)
     log.write({"state": "moved", **entry, "time": time.time()})
-    return Outcome(path, "moved", new_path=str(final))
+    if kept is None:
+        return Outcome(path, "moved", new_path=str(final))
+    return Outcome(path, "moved", new_path=str(final), link=kept[0], link_target=kept[1].path)
 
 
 # -- restore --------------------------------------------------------------------------------------
@@ -593,6 +745,14 @@ def _restore_one(entry: dict[str, object], root_sets: Sequence[Sequence[str]], q
     )
     if refusal:
         return Outcome(original, "skipped", refusal)
+    kind, target = entry.get("link"), entry.get("link_target")
+    if kind in LINK_KINDS and isinstance(target, str):
+        _drop_link(link_path(original), str(kind), target, [original, *news])  # a killed run's leftover
+        if is_link_to(original, str(kind), target, news):
+            found = _verified_candidate(news, sha)
+            if found is None:
+                return Outcome(original, "skipped", "the quarantined file is missing or changed; the link stays")
+            _drop_link(original, str(kind), target, news)  # only a link: the original comes back next
     if os.path.lexists(original):
         try:
             same = sha256_file(original) == sha
@@ -620,6 +780,16 @@ def _restore_one(entry: dict[str, object], root_sets: Sequence[Sequence[str]], q
         _drop_leftover_partial(new)
         return Outcome(original, "restored", new_path=new)
     return Outcome(original, "skipped", "not found in the quarantine folder nor at its original path")
+
+
+def _verified_candidate(news: Sequence[str], sha: str) -> str | None:
+    """The first quarantined name that is a regular file with the recorded content, or None."""
+    for new in news:
+        if os.path.lexists(new) and not os.path.islink(new) and os.path.isfile(new):
+            with contextlib.suppress(OSError):
+                if sha256_file(new) == sha:
+                    return new
+    return None
 
 
 def _drop_extra_copy(new: str, original: str, sha: str) -> None:

@@ -105,10 +105,11 @@ async def get_audit(
 
 @router.get("/api/audit/map")
 async def get_map(state: StateDep) -> dict[str, Any]:
-    """One point per distinct picture (PCA of the vectors, 0..1), its cluster, and whether it is flagged."""
+    """One point per distinct picture (UMAP of the vectors, or PCA without umap-learn: ``method``; 0..1),
+    its cluster, and whether it is flagged."""
     report = await current_report(state)
-    points = await run_in_threadpool(collection_map, state.index.store, report)
-    return {"points": [p.__dict__ for p in points], "clusters": len(report.clusters)}
+    found = await run_in_threadpool(collection_map, state.index.store, report)
+    return {**found.to_dict(), "clusters": len(report.clusters)}
 
 
 @router.post("/api/audit/not-a-problem", responses=TOKEN_ERRORS, dependencies=[NEEDS_TOKEN])
@@ -124,7 +125,7 @@ def not_a_problem(state: StateDep, body: NotAProblemRequest) -> dict[str, object
 async def audit_page(state: StateDep, page: PageDep) -> HTMLResponse:
     report = await current_report(state)
     doc = report_dict(state, report, limit=PAGE_LIMIT)
-    points = await run_in_threadpool(collection_map, state.index.store, report)
+    found = await run_in_threadpool(collection_map, state.index.store, report)
     by_issue = {
         issue: [_entry(state, a) for a in found[:PAGE_LIMIT]] for issue, found in report.by_issue().items() if found
     }
@@ -132,7 +133,8 @@ async def audit_page(state: StateDep, page: PageDep) -> HTMLResponse:
         "audit.html",
         doc=doc,
         by_issue=by_issue,
-        points=points,
+        points=found.points,
+        map_method=found.method,
         names={a.record.id: a.record.path.rsplit("/", 1)[-1] for a in report.items},
         palette=PALETTE,
         writable=state.token is not None,
