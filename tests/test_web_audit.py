@@ -128,3 +128,28 @@ def test_audit_page_and_map_render_and_link_to_items(server: str) -> None:
         page.locator("#review-list .card").first.wait_for(state="visible", timeout=30_000)
         browser.close()
     assert not problems, problems
+
+
+def test_the_map_is_laid_out_once_per_audit(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """UMAP takes seconds: the page and the API share one layout until the index changes."""
+    from lookalike.audit import map as audit_map
+    from lookalike.web.routes import audit as audit_routes
+
+    calls: list[int] = []
+
+    def counting(*args: object, **kwargs: object) -> audit_map.CollectionMap:
+        calls.append(1)
+        return audit_map.collection_map(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audit_routes, "collection_map", counting)
+    first = client.get("/api/audit/map").json()
+    assert client.get("/audit").status_code == 200
+    assert client.get("/api/audit/map").json()["points"] == first["points"]
+    assert len(calls) == 1
+    client.post(
+        "/api/audit/not-a-problem",
+        json={"ids": [first["points"][0]["id"]]},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    client.get("/api/audit/map")
+    assert len(calls) == 2  # a new audit, a new map

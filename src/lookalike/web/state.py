@@ -57,6 +57,7 @@ class WebState:
         self.change_lock = asyncio.Lock()  # one change to the collection (add, quarantine) at a time
         #: the last audit, with the index state it was made of (see routes/audit.py)
         self.audit_cache: tuple[object, object] | None = None
+        self.map_cache: tuple[object, object] | None = None  # (report, its map)
         self.audit_lock = asyncio.Lock()
 
     def close(self) -> None:

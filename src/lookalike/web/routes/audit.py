@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lookalike.audit.core import AuditReport, ItemAudit, audit
 from lookalike.audit.decisions import KINDS, mark_not_a_problem
-from lookalike.audit.map import collection_map
+from lookalike.audit.map import CollectionMap, collection_map
 from lookalike.dedup.sweep import KIND_SWEEP_THRESHOLD
 from lookalike.web.deps import NEEDS_TOKEN, TOKEN_ERRORS, PageDep, StateDep
 from lookalike.web.state import WebState
@@ -51,6 +51,16 @@ async def current_report(state: WebState, refresh: bool = False) -> AuditReport:
         report = await run_in_threadpool(audit, state.index)
         state.audit_cache = (key, report)
         return report
+
+
+async def current_map(state: WebState, report: AuditReport) -> CollectionMap:
+    """The map of this report: laid out once (UMAP takes seconds), then kept as long as the report is."""
+    cached = state.map_cache
+    if cached is not None and cached[0] is report:
+        return cached[1]  # type: ignore[return-value]
+    found = await run_in_threadpool(collection_map, state.index.store, report)
+    state.map_cache = (report, found)
+    return found
 
 
 def _entry(state: WebState, a: ItemAudit) -> dict[str, Any]:
@@ -108,7 +118,7 @@ async def get_map(state: StateDep) -> dict[str, Any]:
     """One point per distinct picture (UMAP of the vectors, or PCA without umap-learn: ``method``; 0..1),
     its cluster, and whether it is flagged."""
     report = await current_report(state)
-    found = await run_in_threadpool(collection_map, state.index.store, report)
+    found = await current_map(state, report)
     return {**found.to_dict(), "clusters": len(report.clusters)}
 
 
@@ -125,7 +135,7 @@ def not_a_problem(state: StateDep, body: NotAProblemRequest) -> dict[str, object
 async def audit_page(state: StateDep, page: PageDep) -> HTMLResponse:
     report = await current_report(state)
     doc = report_dict(state, report, limit=PAGE_LIMIT)
-    found = await run_in_threadpool(collection_map, state.index.store, report)
+    found = await current_map(state, report)
     by_issue = {
         issue: [_entry(state, a) for a in found[:PAGE_LIMIT]] for issue, found in report.by_issue().items() if found
     }
