@@ -71,6 +71,7 @@ SET_TITLES = {"tuning": "tuning", "heldout": "held-out"}
 #: Bump when the way a set is built changes, so cached sets are rebuilt.
 BUILD_VERSION = 2
 Pair = frozenset[str]
+OPT_IN = "--turns"  # the opt-in views run (its table's title)
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,9 @@ class LookalikeRun:
     turned: tuple[set[Pair], float, int] | None = None  # `dups --turns`: pairs, seconds, images turned
 
 
-def run_lookalike(folder: Path, labels: dict[str, Label], model: str | None, turns: bool = False) -> LookalikeRun:
+def run_lookalike(
+    folder: Path, labels: dict[str, Label], model: str | None, turns: bool = False, crops: bool = False
+) -> LookalikeRun:
     from lookalike.dedup.groups import default_margin, default_threshold, find_duplicate_groups
     from lookalike.index import Index
     from lookalike.models.registry import DEFAULT_MODEL
@@ -284,10 +287,10 @@ def run_lookalike(folder: Path, labels: dict[str, Label], model: str | None, tur
                     if prf(cand, truth)[2] > prf(best[2], truth)[2]:
                         best = (float(t), m, cand)
             turned = None
-            if turns:
+            if turns or crops:
                 from lookalike.dedup.turns import TurnedViews
 
-                views = TurnedViews(index.model)
+                views = TurnedViews(index.model, turns=turns, crops=crops)
                 t0 = time.perf_counter()
                 found = find_duplicate_groups(index.store, threshold, margin=margin, views=views)
                 turned = (
@@ -506,7 +509,7 @@ def print_turns_table(runs: dict[str, LookalikeRun], labels: dict[str, dict[str,
     sets = [w for w in runs if runs[w].turned is not None]
     if not sets:
         return
-    print("| `lookalike dups --turns` | " + " | ".join(SET_TITLES[w] for w in sets) + " |")
+    print(f"| `lookalike dups {OPT_IN}` | " + " | ".join(SET_TITLES[w] for w in sets) + " |")
     print("|---|" + "---|" * len(sets))
     scored = {w: score(runs[w].turned[0], labels[w]) for w in sets}  # type: ignore[index]
     print("| pairs: precision / recall / F1 | " + " | ".join(_prf(scored[w].overall) for w in sets) + " |")
@@ -517,7 +520,7 @@ def print_turns_table(runs: dict[str, LookalikeRun], labels: dict[str, dict[str,
         f"{runs[w].turned[2]} of {len(runs[w].names)} turned; {runs[w].turned[1]:.1f} s vs {runs[w].dups_s:.1f} s"  # type: ignore[index]
         for w in sets
     ]
-    print("| cost: images turned (3 embeddings each); `dups` time vs default | " + " | ".join(cells) + " |")
+    print("| cost: images turned or cropped; `dups` time vs default | " + " | ".join(cells) + " |")
 
 
 def print_peer_table(results: dict[str, dict[str, set[Pair]]], labels: dict[str, dict[str, Label]]) -> None:
@@ -566,6 +569,7 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print only the README-ready tables")
     parser.add_argument("--peers", action="store_true", help="also run imagededup and fastdup")
     parser.add_argument("--turns", action="store_true", help="also run the opt-in `dups --turns`")
+    parser.add_argument("--crops", action="store_true", help="also run the opt-in `dups --crops` (with --turns: both)")
     parser.add_argument("--fastdup-python", default="/work/peers-venv/bin/python")
     args = parser.parse_args()
     if args.quick:
@@ -586,7 +590,7 @@ def main() -> None:
         folder, labels = build(which, args)
         built[which] = (folder, labels)
         log(f"{describe(which, labels)} in {folder} ({time.perf_counter() - t0:.0f} s)")
-        runs[which] = run_lookalike(folder, labels, args.model, args.turns)
+        runs[which] = run_lookalike(folder, labels, args.model, args.turns, args.crops)
         scores[which] = score(runs[which].pred, labels)
         timings[which]["lookalike index"] = runs[which].index_s
         timings[which]["lookalike dups"] = runs[which].dups_s
@@ -614,7 +618,9 @@ def main() -> None:
     print(f"\nSets: {'; '.join(describe(w, built[w][1]) for w in sets)}.\n")
     print_main_table(runs, scores)
     print()
-    if args.turns:
+    if args.turns or args.crops:
+        global OPT_IN
+        OPT_IN = " ".join(flag for flag, on in (("--turns", args.turns), ("--crops", args.crops)) if on)
         print_turns_table(runs, {w: built[w][1] for w in sets})
         print()
     named = {w: {f"lookalike {runs[w].model} default": runs[w].pred, **peers[w]} for w in sets}

@@ -136,3 +136,15 @@ def test_cli_dups_turns_reports_its_cost(hard_collection: dict[str, Path]) -> No
     for original in ("p00", "p01"):
         family = {original, *(f"{original}_{e}" for e in ("framed", "mirror", "rot180", "rot270", "rot90"))}
         assert next(g for g in groups if original in g) == family
+
+
+def test_crop_boxes_stay_inside_the_image_and_no_views_is_an_error() -> None:
+    from lookalike.dedup.turns import CROPS, crop_box
+
+    for fraction, centre in CROPS:
+        x0, y0, x1, y1 = crop_box((1280, 800), fraction, centre)
+        assert 0 <= x0 < x1 <= 1280 and 0 <= y0 < y1 <= 800
+        assert (x1 - x0, y1 - y0) == (int(1280 * fraction), int(800 * fraction))
+    assert crop_box((10, 10), 0.4, 0.6) == (4, 3, 8, 7)
+    with pytest.raises(ValueError, match="no views"):
+        TurnedViews(object(), turns=False)  # type: ignore[arg-type]

@@ -86,6 +86,14 @@ def dups_command(
             "in groups of 2-3) and embeds their quarter turns (3 model runs per such image; slower).",
         ),
     ] = False,
+    crops: Annotated[
+        bool,
+        typer.Option(
+            "--crops",
+            help="Also find a photo shown inside a larger picture (a screenshot): embeds 6 central crops of the "
+            "same images as --turns (6 model runs per such image; slower). Combines with --turns.",
+        ),
+    ] = False,
     leftovers: Annotated[
         bool,
         typer.Option(
@@ -124,7 +132,7 @@ def dups_command(
             model = str((index.store.model_identity or {}).get("name", ""))
             used_margin = margin if margin is not None else default_margin(model)
             used = threshold if threshold is not None else default_threshold(model, used_margin)
-            views = TurnedViews(index.model) if turns else None
+            views = TurnedViews(index.model, turns=turns, crops=crops) if turns or crops else None
             groups = find_duplicate_groups(
                 index.store,
                 used,
