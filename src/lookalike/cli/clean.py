@@ -90,7 +90,7 @@ def dups_command(
         bool,
         typer.Option(
             "--crops",
-            help="Also find a photo shown inside a larger picture (a screenshot): embeds 6 central crops of the "
+            help="Also find a photo shown inside a larger picture (a screenshot): embeds 6 crops (70/55/40%) of the "
             "same images as --turns (6 model runs per such image; slower). Combines with --turns.",
         ),
     ] = False,
