@@ -27,6 +27,7 @@ Reproduce (the sets are built once and cached under ``$LOOKALIKE_DATA_DIR/bench-
     python bench/bench_dups_heldout.py --quick        # 10 originals, 20 singletons, 8 natural groups a set
     python bench/bench_dups_heldout.py --markdown     # full: 60 originals x 18 edits, all singletons/groups
     python bench/bench_dups_heldout.py --markdown --peers   # + imagededup and fastdup on the same files
+    python bench/bench_dups_heldout.py --markdown --turns   # + the opt-in `dups --turns`, with its cost
 
 Peers (optional, ``--peers``): imagededup 0.3.3.post2 in this venv (``pip install --no-deps
 imagededup==0.3.3.post2`` plus the ``bench`` extra of pyproject.toml): PHash and DHash at their default
@@ -70,6 +71,7 @@ SET_TITLES = {"tuning": "tuning", "heldout": "held-out"}
 #: Bump when the way a set is built changes, so cached sets are rebuilt.
 BUILD_VERSION = 2
 Pair = frozenset[str]
+OPT_IN = "--turns"  # the opt-in views run (its table's title)
 
 
 @dataclass(frozen=True)
@@ -251,9 +253,12 @@ class LookalikeRun:
     index_s: float
     dups_s: float
     best: tuple[float, float, set[Pair]]  # threshold, margin, pairs: the best F1 on this set (oracle)
+    turned: tuple[set[Pair], float, int] | None = None  # `dups --turns`: pairs, seconds, images turned
 
 
-def run_lookalike(folder: Path, labels: dict[str, Label], model: str | None) -> LookalikeRun:
+def run_lookalike(
+    folder: Path, labels: dict[str, Label], model: str | None, turns: bool = False, crops: bool = False
+) -> LookalikeRun:
     from lookalike.dedup.groups import default_margin, default_threshold, find_duplicate_groups
     from lookalike.index import Index
     from lookalike.models.registry import DEFAULT_MODEL
@@ -281,12 +286,34 @@ def run_lookalike(folder: Path, labels: dict[str, Label], model: str | None) -> 
                     cand = pairs(float(t), m)
                     if prf(cand, truth)[2] > prf(best[2], truth)[2]:
                         best = (float(t), m, cand)
+            turned = None
+            if turns or crops:
+                from lookalike.dedup.turns import TurnedViews
+
+                views = TurnedViews(index.model, turns=turns, crops=crops)
+                t0 = time.perf_counter()
+                found = find_duplicate_groups(index.store, threshold, margin=margin, views=views)
+                turned = (
+                    group_pairs([[Path(r.path).name for r in [g.keep, *g.duplicates]] for g in found]),
+                    time.perf_counter() - t0,
+                    views.embedded,
+                )
             records = {rec.id: Path(rec.path).name for rec in index.store.items()}
             ids, vectors = index.store.all_vectors()
     names = [records[int(i)] for i in ids]
     vectors = np.asarray(vectors, dtype=np.float32)
     return LookalikeRun(
-        model, threshold, margin, pred, search_at1(names, vectors, labels), names, vectors, index_s, dups_s, best
+        model,
+        threshold,
+        margin,
+        pred,
+        search_at1(names, vectors, labels),
+        names,
+        vectors,
+        index_s,
+        dups_s,
+        best,
+        turned,
     )
 
 
@@ -477,6 +504,25 @@ def print_main_table(runs: dict[str, LookalikeRun], scores: dict[str, Scores]) -
     print("| mean copy search accuracy@1 | " + " | ".join(f"{a:.3f}" for a in at1) + " |")
 
 
+def print_turns_table(runs: dict[str, LookalikeRun], labels: dict[str, dict[str, Label]]) -> None:
+    """`dups --turns` (opt-in) beside the default, with its cost."""
+    sets = [w for w in runs if runs[w].turned is not None]
+    if not sets:
+        return
+    print(f"| `lookalike dups {OPT_IN}` | " + " | ".join(SET_TITLES[w] for w in sets) + " |")
+    print("|---|" + "---|" * len(sets))
+    scored = {w: score(runs[w].turned[0], labels[w]) for w in sets}  # type: ignore[index]
+    print("| pairs: precision / recall / F1 | " + " | ".join(_prf(scored[w].overall) for w in sets) + " |")
+    print("| natural groups: P / R / F1 | " + " | ".join(_prf(scored[w].natural) for w in sets) + " |")
+    for kind in ("rot90", "rot180", "rot270", "mirror", "embed"):
+        print(f"| recall {kind} | " + " | ".join(_f(scored[w].recall.get(kind)) for w in sets) + " |")
+    cells = [
+        f"{runs[w].turned[2]} of {len(runs[w].names)} turned; {runs[w].turned[1]:.1f} s vs {runs[w].dups_s:.1f} s"  # type: ignore[index]
+        for w in sets
+    ]
+    print("| cost: images turned or cropped; `dups` time vs default | " + " | ".join(cells) + " |")
+
+
 def print_peer_table(results: dict[str, dict[str, set[Pair]]], labels: dict[str, dict[str, Label]]) -> None:
     sets = list(results)
     methods: list[str] = []
@@ -522,6 +568,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="embedding model (default: lookalike's default)")
     parser.add_argument("--markdown", action="store_true", help="print only the README-ready tables")
     parser.add_argument("--peers", action="store_true", help="also run imagededup and fastdup")
+    parser.add_argument("--turns", action="store_true", help="also run the opt-in `dups --turns`")
+    parser.add_argument("--crops", action="store_true", help="also run the opt-in `dups --crops` (with --turns: both)")
     parser.add_argument("--fastdup-python", default="/work/peers-venv/bin/python")
     args = parser.parse_args()
     if args.quick:
@@ -542,7 +590,7 @@ def main() -> None:
         folder, labels = build(which, args)
         built[which] = (folder, labels)
         log(f"{describe(which, labels)} in {folder} ({time.perf_counter() - t0:.0f} s)")
-        runs[which] = run_lookalike(folder, labels, args.model)
+        runs[which] = run_lookalike(folder, labels, args.model, args.turns, args.crops)
         scores[which] = score(runs[which].pred, labels)
         timings[which]["lookalike index"] = runs[which].index_s
         timings[which]["lookalike dups"] = runs[which].dups_s
@@ -570,6 +618,11 @@ def main() -> None:
     print(f"\nSets: {'; '.join(describe(w, built[w][1]) for w in sets)}.\n")
     print_main_table(runs, scores)
     print()
+    if args.turns or args.crops:
+        global OPT_IN
+        OPT_IN = " ".join(flag for flag, on in (("--turns", args.turns), ("--crops", args.crops)) if on)
+        print_turns_table(runs, {w: built[w][1] for w in sets})
+        print()
     named = {w: {f"lookalike {runs[w].model} default": runs[w].pred, **peers[w]} for w in sets}
     print_peer_table(named, {w: built[w][1] for w in sets})
     print(

@@ -29,6 +29,7 @@ from lookalike.dedup.quarantine import LINK_KINDS, QuarantineReport, RestoreRepo
 from lookalike.dedup.report import dups_html, sweep_html, write_html
 from lookalike.dedup.sweep import KIND_SWEEP_THRESHOLD, SweepResult, sweep
 from lookalike.dedup.threshold import precision_threshold
+from lookalike.dedup.turns import TurnedViews
 from lookalike.index import Index
 
 HtmlOption = Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML review page here.")]
@@ -81,6 +82,30 @@ def dups_command(
             "(default: the model's, 0.07 for mobilenet_v2_ml and mobilenet_v2; 0 turns it off: plain threshold).",
         ),
     ] = None,
+    turns: Annotated[
+        bool,
+        typer.Option(
+            "--turns",
+            help="Also find copies turned by 90/180/270 degrees: re-reads the images left ungrouped (and those "
+            "in groups of 2-3) and embeds their quarter turns (3 model runs per such image; slower).",
+        ),
+    ] = False,
+    crops: Annotated[
+        bool,
+        typer.Option(
+            "--crops",
+            help="Also find a photo shown inside a larger picture (a screenshot): embeds 6 crops (70/55/40%) of the "
+            "same images as --turns (6 model runs per such image; slower). Combines with --turns.",
+        ),
+    ] = False,
+    leftovers: Annotated[
+        bool,
+        typer.Option(
+            "--leftovers/--no-leftovers",
+            help="Second chance: an image left ungrouped joins its best match's group when it beats its own "
+            "k-th neighbour by the margin (only the other image's crowd is not asked).",
+        ),
+    ] = True,
     json_output: JsonOption = False,
     html: HtmlOption = None,
     quarantine_dir: QuarantineOption = None,
@@ -137,7 +162,17 @@ def dups_command(
             model = str((index.store.model_identity or {}).get("name", ""))
             used_margin = margin if margin is not None else default_margin(model)
             used = threshold if threshold is not None else default_threshold(model, used_margin)
-            groups = find_duplicate_groups(index.store, used, keep=keep, k=k, linkage=linkage, margin=used_margin)
+            views = TurnedViews(index.model, turns=turns, crops=crops) if turns or crops else None
+            groups = find_duplicate_groups(
+                index.store,
+                used,
+                keep=keep,
+                k=k,
+                linkage=linkage,
+                margin=used_margin,
+                leftovers=leftovers,
+                views=views,
+            )
             if html is not None:
                 write_html(html, dups_html(groups, used, keep))
             report = None
@@ -159,6 +194,8 @@ def dups_command(
             "keep_rule": keep,
             "groups": [g.to_dict() for g in groups],
         }
+        if views is not None:
+            document["turns"] = {"embedded": views.embedded, "unreadable": views.skipped}
         if report is not None:
             document["quarantine"] = report.to_dict()
         print_json(document)

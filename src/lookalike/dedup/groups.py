@@ -34,7 +34,7 @@ fewer than k other images there is no crowd to measure: the reference is then th
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,6 +57,9 @@ DEFAULT_K = 16
 EXACT_GRAPH_LIMIT = AUTO_EXACT_LIMIT
 LINKAGES = ("anchor", "complete")
 _BLOCK_BYTES = 128 * 1024 * 1024
+#: Extra views of some records (e.g. their quarter turns, :class:`lookalike.dedup.turns.TurnedViews`):
+#: record id -> ``(m, d)`` unit vectors.
+ViewProvider = Callable[[Sequence[ItemRecord]], dict[int, np.ndarray]]
 
 
 def default_margin(model_name: str | None) -> float:
@@ -308,6 +311,175 @@ def anchored_groups(
     return groups
 
 
+def attach_leftovers(
+    clusters: list[tuple[int, list[tuple[int, float]]]],
+    adj: dict[int, dict[int, float]],
+    refs: np.ndarray | None,
+    threshold: float,
+    *,
+    margin: float = 0.0,
+    forbidden: set[tuple[int, int]] | None = None,
+) -> int:
+    """Second chance: attach each ungrouped row to the group of its best grouped neighbour.
+
+    Why: the density margin asks a pair to beat *both* ends' crowds, and an original with many
+    edited copies counts its own copies in its crowd, so its hard copies (quarter turns, borders)
+    fail the margin against it and are left alone although they score above the threshold. A
+    leftover ``i`` joins the group of its best neighbour ``j`` (``adj``: edges before the margin,
+    all ``>= threshold``) when ``s >= ref_i + margin``: the pair still has to stand out from the
+    leftover's own crowd, only ``j``'s crowd (full of ``j``'s copies) is not asked. One pass, and
+    only onto rows grouped by :func:`anchored_groups` (no chains through attached rows). Updates
+    ``clusters`` in place; returns how many rows were attached.
+    """
+    forbidden = forbidden or set()
+    group_of: dict[int, int] = {}
+    for g, (anchor, members) in enumerate(clusters):
+        group_of[anchor] = g
+        group_of.update((m, g) for m, _ in members)
+    ref = None if refs is None else np.where(np.isnan(refs), threshold, refs)
+    attached: list[tuple[int, int, float]] = []
+    for i in sorted(adj):
+        if i in group_of:
+            continue
+        bar = threshold if ref is None else max(threshold, float(ref[i]) + margin - 1e-6)
+        for j, score in sorted(adj[i].items(), key=lambda js: (-js[1], js[0])):
+            if score < bar:
+                break
+            g = group_of.get(j)
+            if g is None:
+                continue
+            anchor, members = clusters[g]
+            if any((min(i, m), max(i, m)) in forbidden for m in [anchor, *(m for m, _ in members)]):
+                continue
+            attached.append((g, i, score))
+            break
+    for g, i, score in attached:
+        clusters[g][1].append((i, score))
+    return len(attached)
+
+
+def view_neighbours(
+    views: dict[int, np.ndarray],
+    vectors: np.ndarray | VectorRows,
+    k: int,
+    *,
+    store: Store | None = None,
+    ids: np.ndarray | None = None,
+) -> dict[int, tuple[list[tuple[int, float, float]], float]]:
+    """For each row's extra views: its best rows ``(row, score, gain)`` and its crowd reference.
+
+    ``score`` is the best view's; ``gain`` how much it beats the plain vectors' score of the pair
+    (a turned copy matches its original far better turned; a look-alike does not).
+
+    The reference is the k-th best row score (NaN with fewer than k + 1 other rows), so a turned
+    view must stand out from the crowd around *it*, as the margin rule asks of every pair. Exact
+    (matrix products) unless ``store`` and ``ids`` are given: then ``store.search`` (its ANN index).
+    """
+    out: dict[int, tuple[list[tuple[int, float, float]], float]] = {}
+    n = len(vectors)
+    width = min(n - 1, 2 * k)
+    if width < 1:
+        return out
+    row_of = {int(i): r for r, i in enumerate(ids)} if ids is not None else {}
+    matrix = np.asarray(vectors[:], dtype=np.float32) if store is None and views else None
+    for row, vecs in views.items():
+        if store is not None and ids is not None:
+            best: dict[int, float] = {}
+            for hits in store.search(np.asarray(vecs, dtype=np.float32), width + 1):
+                for h in hits:
+                    r = row_of.get(h.id)
+                    if r is not None and r != row and h.score > best.get(r, -np.inf):
+                        best[r] = float(h.score)
+            ranked = sorted(best.items(), key=lambda rs: (-rs[1], rs[0]))[:width]
+        else:
+            scores = np.max(np.asarray(vecs, dtype=np.float32) @ matrix.T, axis=0)  # type: ignore[union-attr]
+            scores[row] = -np.inf
+            top = np.argpartition(-scores, width - 1)[:width] if width < n - 1 else np.arange(n)
+            ranked = sorted(((int(c), float(scores[c])) for c in top if c != row), key=lambda rs: (-rs[1], rs[0]))
+        ref = ranked[k - 1][1] if len(ranked) >= k and n - 1 > k else float("nan")
+        cols = [c for c, _ in ranked]
+        plain = (vectors[np.asarray(cols, dtype=np.int64)] @ vectors[row]).tolist() if cols else []
+        out[row] = ([(c, sc, sc - p) for (c, sc), p in zip(ranked, plain, strict=True)], ref)
+    return out
+
+
+#: How much a turned view must beat the plain vectors' score of the same pair (``views``). Chosen on
+#: the tuning set of bench/bench_dups_heldout.py (``--turns``): gain 0 / 0.03 / 0.06 / 0.10 gave F1
+#: 0.855 / 0.856 / 0.855 / 0.852 and precision 0.962 / 0.966 / 0.970 / 0.970: the precision plateau.
+DEFAULT_TURN_GAIN = 0.06
+#: ``views`` are also embedded for the members of groups this small: the quarter turns of one
+#: picture (90 and 270, which the model sees alike) often form a group of their own beside the
+#: original's group, and a turned view of one of them merges the two.
+SMALL_GROUP = 3
+
+
+def attach_turned(
+    clusters: list[tuple[int, list[tuple[int, float]]]],
+    neighbours: dict[int, tuple[list[tuple[int, float, float]], float]],
+    threshold: float,
+    *,
+    margin: float = 0.0,
+    gain: float = 0.0,
+    forbidden: set[tuple[int, int]] | None = None,
+) -> int:
+    """Pair rows through their extra views: a leftover joins its match's group (or pairs with it), a
+    small group (:data:`SMALL_GROUP`) merges into its match's group when that one is no smaller.
+
+    A view's best row ``j`` (score ``s``) outside the row's own group is accepted when ``s >=
+    threshold`` and ``s >= ref + margin`` (``ref``: the view's own crowd, see
+    :func:`view_neighbours`). Best scores first, and no chains through rows moved in this pass.
+    Edits ``clusters`` in place (merged groups are left empty, callers skip them); returns moves.
+    """
+    forbidden = forbidden or set()
+    group_of: dict[int, int] = {}
+    for g, (anchor, members) in enumerate(clusters):
+        group_of[anchor] = g
+        group_of.update((m, g) for m, _ in members)
+
+    def rows_of(g: int) -> list[int]:
+        anchor, members = clusters[g]
+        return [anchor, *(m for m, _ in members)]
+
+    moved: set[int] = set()
+    candidates = sorted(
+        ((ranked[0][1], row) for row, (ranked, _) in neighbours.items() if ranked), key=lambda sr: (-sr[0], sr[1])
+    )
+    count = 0
+    for _, row in candidates:
+        if row in moved:
+            continue
+        ranked, ref = neighbours[row]
+        mine = group_of.get(row)
+        own = [row] if mine is None else rows_of(mine)
+        bar = max(threshold, (threshold if np.isnan(ref) else ref) + margin - 1e-6)
+        for j, score, better in ranked:
+            if score < bar:
+                break
+            if j in moved or j in own or better < gain:
+                continue
+            g = group_of.get(j)
+            target = [j] if g is None else rows_of(g)
+            if mine is not None and (g is None or len(target) < len(own)):
+                continue  # a group only merges into a group at least as big
+            if any((min(a, b), max(a, b)) in forbidden for a in own for b in target):
+                continue
+            if g is None:
+                clusters.append((j, []))
+                g = len(clusters) - 1
+                group_of[j] = g
+            if mine is not None:
+                clusters[mine] = (clusters[mine][0], [])
+            for r in own:
+                clusters[g][1].append((r, score if r == row else float("nan")))
+                group_of[r] = g
+                moved.add(r)
+            count += len(own)
+            break
+    for g, (anchor, members) in enumerate(clusters):  # drop rows that moved on
+        clusters[g] = (anchor, [(m, s) for m, s in members if m != anchor and group_of.get(m) == g])
+    return count
+
+
 def find_duplicate_groups(
     store: Store,
     threshold: float | None = None,
@@ -319,6 +491,10 @@ def find_duplicate_groups(
     margin: float | None = None,
     sure: float = DEFAULT_SURE,
     bypass: float = DEFAULT_BYPASS,
+    leftovers: bool = True,
+    leftover_margin: float | None = None,
+    views: ViewProvider | None = None,
+    turn_gain: float = DEFAULT_TURN_GAIN,
 ) -> list[DupGroup]:
     """Exact and near-duplicate groups of everything in ``store``, largest groups first.
 
@@ -326,7 +502,10 @@ def find_duplicate_groups(
     content; each group then lists every file of its contents. Pairs marked "not a duplicate"
     (:meth:`Store.mark_not_duplicates`) are never grouped together. ``margin`` (None: the model's
     default, 0: off) applies the density-margin rule (module docstring) with reference rank ``k``,
-    ``sure`` and ``bypass``.
+    ``sure`` and ``bypass``. ``leftovers`` gives rows the rule left alone a second chance
+    (:func:`attach_leftovers`, margin ``leftover_margin``, default ``margin``). ``views`` (e.g.
+    :class:`lookalike.dedup.turns.TurnedViews`) embeds extra views of the rows still left alone and
+    pairs them through those (:func:`attach_turned`).
     """
     model = str((store.model_identity or {}).get("name", ""))
     if margin is None:
@@ -365,9 +544,8 @@ def find_duplicate_groups(
         edges = ann_edges(store, rep_ids, rep_vectors, k, threshold, **extra)  # type: ignore[arg-type]
     else:
         raise ValueError(f"unknown method {method!r}; use auto, exact or ann")
-    adj = adjacency(edges)
-    if refs is not None:
-        adj = margin_filter(adj, refs, margin, threshold, bypass)
+    raw = adjacency(edges)
+    adj = margin_filter(raw, refs, margin, threshold, bypass) if refs is not None else raw
     clusters = anchored_groups(
         central_order(adj, len(shas)),
         adj,
@@ -376,9 +554,37 @@ def find_duplicate_groups(
         linkage=linkage,
         forbidden=forbidden,
     )
+    if leftovers:
+        attach_leftovers(
+            clusters,
+            raw,
+            refs,
+            threshold,
+            margin=margin if leftover_margin is None else leftover_margin,
+            forbidden=forbidden,
+        )
+    if views is not None:
+        small = {
+            r for anchor, members in clusters if len(members) < SMALL_GROUP for r in (anchor, *(m for m, _ in members))
+        }
+        grouped_rows = {r for anchor, members in clusters for r in (anchor, *(m for m, _ in members))}
+        alone = [r for r in range(len(shas)) if r not in grouped_rows or r in small]
+        extra_views = views([by_sha[shas[r]][0] for r in alone])
+        row_views = {r: extra_views[by_sha[shas[r]][0].id] for r in alone if by_sha[shas[r]][0].id in extra_views}
+        search = {"store": store, "ids": rep_ids} if method == "ann" else {}
+        attach_turned(
+            clusters,
+            view_neighbours(row_views, rep_vectors, k, **search),  # type: ignore[arg-type]
+            threshold,
+            margin=margin if leftover_margin is None else leftover_margin,
+            gain=turn_gain,
+            forbidden=forbidden,
+        )
     groups: list[DupGroup] = []
     grouped: set[int] = set()
     for anchor, members in clusters:
+        if not members:
+            continue
         rows_in = [anchor, *(m for m, _ in members)]
         grouped.update(rows_in)
         # shas are sorted best-first under the keep rule, so the smallest row holds the copy to keep
