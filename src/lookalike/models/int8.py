@@ -39,6 +39,7 @@ from lookalike.models.onnx_backend import (
     OnnxModel,
     file_sha256,
     load_or_export,
+    open_cached,
 )
 from lookalike.models.preprocessing import ImagePreprocessor
 
@@ -213,18 +214,10 @@ def load_or_quantize(
     fp32_fingerprint = recipe.fp32.fingerprint()
     fingerprint = recipe.fingerprint(fp32_fingerprint)
     path = recipe.cache_path(fingerprint)
-    if path.exists():
-        try:
-            model = OnnxModel(path, **session_args)
-            if (
-                model.fingerprint == fingerprint
-                and tuple(model.output_names) == recipe.fp32.output_names
-                and int8_self_check(model, recipe)
-            ):
-                return model
-            log.warning("cached %s does not match its fingerprint or self-check; quantising again", path)
-        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... classes
-            log.warning("cached %s is unreadable (%s); quantising again", path, exc)
+    check = lambda model: int8_self_check(model, recipe)  # noqa: E731
+    model = open_cached(path, fingerprint, recipe.fp32.output_names, check, session_args)
+    if model is not None:
+        return model
     fp32 = load_or_export(recipe.fp32, intra_op_num_threads=1)
     quantize_int8(recipe, fp32.path, path, fingerprint=fingerprint)
     return OnnxModel(path, **session_args)

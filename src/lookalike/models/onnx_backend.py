@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -236,6 +236,27 @@ class OnnxModel:
         return self.session.run(self.output_names, {self.input_name: batch})
 
 
+def open_cached(
+    path: Path,
+    fingerprint: str,
+    output_names: Sequence[str],
+    check: Callable[[OnnxModel], bool],
+    session_args: dict[str, Any],
+) -> OnnxModel | None:
+    """The cached graph at ``path`` if it carries ``fingerprint``, these outputs and passes ``check``;
+    None (with the reason logged) when it is missing, unreadable or stale, so the caller rebuilds it."""
+    if not path.exists():
+        return None
+    try:
+        model = OnnxModel(path, **session_args)
+        if model.fingerprint == fingerprint and tuple(model.output_names) == tuple(output_names) and check(model):
+            return model
+        log.warning("cached %s does not match its fingerprint or self-check; building it again", path)
+    except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... classes
+        log.warning("cached %s is unreadable (%s); building it again", path, exc)
+    return None
+
+
 def load_or_export(
     recipe: ExportRecipe, *, intra_op_num_threads: int | None = None, allow_spinning: bool = True
 ) -> OnnxModel:
@@ -243,17 +264,9 @@ def load_or_export(
     session_args = {"intra_op_num_threads": intra_op_num_threads, "allow_spinning": allow_spinning}
     fingerprint = recipe.fingerprint()
     path = recipe.cache_path(fingerprint)
-    if path.exists():
-        try:
-            model = OnnxModel(path, **session_args)
-            if (
-                model.fingerprint == fingerprint
-                and tuple(model.output_names) == recipe.output_names
-                and model.self_check(recipe.input_shape)
-            ):
-                return model
-            log.warning("cached %s does not match its fingerprint or self-check; exporting again", path)
-        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... classes
-            log.warning("cached %s is unreadable (%s); exporting again", path, exc)
+    check = lambda model: model.self_check(recipe.input_shape)  # noqa: E731
+    model = open_cached(path, fingerprint, recipe.output_names, check, session_args)
+    if model is not None:
+        return model
     export_onnx(recipe, path, fingerprint=fingerprint)
     return OnnxModel(path, **session_args)
