@@ -207,7 +207,7 @@ def profile_worker(folder: str, db: str) -> None:
     process_cpu = {"imports": time.process_time() - c0}
     import lookalike.ingest as ingest_mod
     import lookalike.search.measure as measure_mod
-    from lookalike.dedup.groups import default_margin, default_threshold, find_duplicate_groups
+    from lookalike.dedup.groups import find_duplicate_groups
     from lookalike.index import Index
 
     cpu: dict[str, float] = {}
@@ -288,9 +288,7 @@ def profile_worker(folder: str, db: str) -> None:
     index.close()
     t0, c0 = time.perf_counter(), time.process_time()
     index = Index.open(db, create=False)
-    name = str((index.store.model_identity or {}).get("name", ""))
-    margin = default_margin(name)
-    groups = find_duplicate_groups(index.store, default_threshold(name, margin), margin=margin)
+    groups = find_duplicate_groups(index.store)  # the defaults, as `lookalike dups` runs them
     index.close()
     dups = time.perf_counter() - t0
     process_cpu["dups"] = time.process_time() - c0

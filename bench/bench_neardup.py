@@ -196,7 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.originals, args.distractors = 50, 1000
-    from lookalike.dedup.groups import default_margin, default_threshold, find_duplicate_groups
+    from lookalike.dedup.groups import default_threshold, find_duplicate_groups, resolve_rule
     from lookalike.index import Index
     from lookalike.models.registry import DEFAULT_MODEL
 
@@ -214,24 +214,38 @@ def main() -> None:
     with Index.open(db, model=args.model) as index:
         index.add([folder])
         index_s = time.perf_counter() - t0
-        margin = args.margin if args.margin is not None else default_margin(args.model)
-        default = args.threshold if args.threshold is not None else default_threshold(args.model, margin)
+        n_contents = len({rec.sha256 for rec in index.store.items()})
+        default, margin, leftover_margin, verify = resolve_rule(
+            args.model, n_contents, threshold=args.threshold, margin=args.margin
+        )
+        checked = ", verified" if verify else ""
         t0 = time.perf_counter()
         results: dict[str, set[frozenset[str]]] = {}
-        results[f"lookalike {args.model} @{default:.3f} margin {margin:.2f}"] = group_pairs(
-            [g.to_dict() for g in find_duplicate_groups(index.store, default, margin=margin)]
+        results[f"lookalike {args.model} @{default:.3f} margin {margin:.2f}{checked}"] = group_pairs(
+            [
+                g.to_dict()
+                for g in find_duplicate_groups(
+                    index.store, default, margin=margin, leftover_margin=leftover_margin, verify=verify
+                )
+            ]
         )
         dups_s = time.perf_counter() - t0
+        if verify:  # the similarity rule alone (`dups --no-verify`), for comparison
+            t0 = time.perf_counter()
+            results[f"lookalike {args.model} --no-verify"] = group_pairs(
+                [g.to_dict() for g in find_duplicate_groups(index.store, verify=False)]
+            )
+            print(f"lookalike --no-verify: dups {time.perf_counter() - t0:.1f} s")
         if margin > 0:  # the plain-threshold rule, for comparison
             plain = default_threshold(args.model, 0.0)
             results[f"lookalike {args.model} @{plain:.3f} margin 0"] = group_pairs(
-                [g.to_dict() for g in find_duplicate_groups(index.store, plain, margin=0.0)]
+                [g.to_dict() for g in find_duplicate_groups(index.store, plain, margin=0.0, verify=False)]
             )
         curve = []
         settings = [(t, 0.0) for t in (0.70, 0.75, 0.78, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.96)]
         settings += [(t, m) for t in (0.70, 0.72, 0.74, 0.76, 0.78, 0.80, 0.82, 0.84) for m in (0.03, 0.05, 0.07, 0.09)]
         for t, m in settings:
-            pred = group_pairs([g.to_dict() for g in find_duplicate_groups(index.store, t, margin=m)])
+            pred = group_pairs([g.to_dict() for g in find_duplicate_groups(index.store, t, margin=m, verify=False)])
             touching = {pair for pair in pred if any(labels[n][0] >= 0 for n in pair)}
             curve.append((f"{t:.2f} | {m:.2f}", prf(pred, truth), len(touching & truth) / max(1, len(touching))))
     print(f"lookalike: index {index_s:.0f} s, dups {dups_s:.1f} s")
@@ -275,7 +289,7 @@ def main() -> None:
     for kind in EDITS:
         cells = [f"{tables[n][kind][0]:.2f} / {tables[n][kind][1]:.2f} / {tables[n][kind][2]:.2f}" for n in names]
         print(f"| {kind} | " + " | ".join(cells) + " |")
-    print(f"\n## Precision-recall: lookalike {args.model} by cosine threshold and density margin\n")
+    print(f"\n## Precision-recall: lookalike {args.model} by cosine threshold and density margin (no verify)\n")
     print("| threshold | margin | precision | recall | F1 | precision, distractor-only pairs left out |")
     print("|---|---|---|---|---|---|")
     for t, (p, r, f), tp in curve:

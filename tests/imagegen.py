@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
@@ -56,3 +58,17 @@ def center_crop(image: Image.Image, keep: float = 0.9) -> Image.Image:
 
 def mirror(image: Image.Image) -> Image.Image:
     return ImageOps.mirror(image)
+
+
+def photo_collection(
+    photos: list[Path], root: Path, copies: Callable[[int, Image.Image], dict[str, Image.Image]], count: int = 40
+) -> None:
+    """Write ``count`` real photos (at most 512 px) as ``p00.jpg``... into ``root``, and beside photo ``i``
+    each copy ``copies(i, image)`` names, as ``p<i>_<name>.jpg``: a collection with planted copies."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i, src in enumerate(photos[:count]):
+        image = Image.open(src).convert("RGB")
+        image.thumbnail((512, 512))
+        image.save(root / f"p{i:02d}.jpg", quality=92)
+        for name, copy in copies(i, image).items():
+            copy.save(root / f"p{i:02d}_{name}.jpg", quality=88)

@@ -23,13 +23,19 @@ from lookalike.cli.common import (
     out,
     print_json,
 )
-from lookalike.dedup.groups import LINKAGES, DupGroup, default_margin, default_threshold, find_duplicate_groups
+from lookalike.dedup.groups import (
+    LINKAGES,
+    DupGroup,
+    find_duplicate_groups,
+    resolve_rule,
+)
 from lookalike.dedup.keep import DEFAULT_KEEP, KEEP_RULES
 from lookalike.dedup.quarantine import LINK_KINDS, QuarantineReport, RestoreReport, quarantine, restore
 from lookalike.dedup.report import dups_html, sweep_html, write_html
 from lookalike.dedup.sweep import KIND_SWEEP_THRESHOLD, SweepResult, sweep
 from lookalike.dedup.threshold import precision_threshold
 from lookalike.dedup.turns import TurnedViews
+from lookalike.dedup.verify import GeometricCheck
 from lookalike.index import Index
 
 HtmlOption = Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML review page here.")]
@@ -98,6 +104,18 @@ def dups_command(
             "same images as --turns (6 model runs per such image; slower). Combines with --turns.",
         ),
     ] = False,
+    verify: Annotated[
+        bool | None,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Check candidate pairs point for point with local features (SIFT + RANSAC): merge the groups "
+            "whose central pictures match (turned, cropped, bordered, filtered copies) and take out of a group "
+            "a member below 0.95 that matches its anchor nowhere (distinct look-alikes). Lets the similarity "
+            "rule be stricter (margin 0.10). Re-reads most grouped images (24-31 s per 1,300 here). "
+            "Default: on for the default model up to 20,000 distinct images; --no-verify: the similarity rule alone.",
+            show_default=False,
+        ),
+    ] = None,
     leftovers: Annotated[
         bool,
         typer.Option(
@@ -160,9 +178,15 @@ def dups_command(
                 except ValueError as exc:  # a precision outside (0, 1); no calibration: friendly_errors
                     fail(str(exc))
             model = str((index.store.model_identity or {}).get("name", ""))
-            used_margin = margin if margin is not None else default_margin(model)
-            used = threshold if threshold is not None else default_threshold(model, used_margin)
+            used, used_margin, leftover_margin, verify = resolve_rule(
+                model,
+                len({rec.sha256 for rec in index.store.items()}),
+                threshold=threshold,
+                margin=margin,
+                verify=verify,
+            )
             views = TurnedViews(index.model, turns=turns, crops=crops) if turns or crops else None
+            check = GeometricCheck() if verify else None
             groups = find_duplicate_groups(
                 index.store,
                 used,
@@ -171,7 +195,9 @@ def dups_command(
                 linkage=linkage,
                 margin=used_margin,
                 leftovers=leftovers,
+                leftover_margin=leftover_margin,
                 views=views,
+                verify=check if check is not None else False,
             )
             if html is not None:
                 write_html(html, dups_html(groups, used, keep))
@@ -196,11 +222,18 @@ def dups_command(
         }
         if views is not None:
             document["turns"] = {"embedded": views.embedded, "unreadable": views.skipped}
+        if check is not None:
+            document["verify"] = {
+                "images": check.decoded,
+                "mirrored": check.mirrored,
+                "unreadable": check.unreadable,
+                "pairs": check.checked,
+            }
         if report is not None:
             document["quarantine"] = report.to_dict()
         print_json(document)
     else:
-        _print_groups(groups, used, used_margin)
+        _print_groups(groups, used, used_margin, check)
         if html is not None:
             err.print(f"review page: {html}")
         if report is not None:
@@ -320,7 +353,9 @@ def _mark_not_dup(index: Index, pair: tuple[Path, Path], json_output: bool) -> N
         out.print(f"marked as not duplicates: {records[0].path} and {records[1].path}")
 
 
-def _print_groups(groups: list[DupGroup], threshold: float, margin: float = 0.0) -> None:
+def _print_groups(
+    groups: list[DupGroup], threshold: float, margin: float = 0.0, check: GeometricCheck | None = None
+) -> None:
     for number, group in enumerate(groups, 1):
         table = Table(title=f"group {number}", title_justify="left", show_header=False)
         table.add_column("role")
@@ -332,6 +367,9 @@ def _print_groups(groups: list[DupGroup], threshold: float, margin: float = 0.0)
         out.print(table)
     n_dups = sum(len(g.duplicates) for g in groups)
     rule = f"threshold {threshold:.3f}" + (f", margin {margin:.2f}" if margin > 0 else "")
+    if check is not None:
+        unreadable = f", {check.unreadable} unreadable" if check.unreadable else ""
+        rule += f", verified point for point: {check.decoded} images re-read{unreadable}"
     out.print(f"{len(groups)} groups, {n_dups} duplicates ({rule})")
 
 

@@ -33,6 +33,9 @@ class ModelSettings:
     dup_margin_threshold: float | None = None
     #: images/s from bench/bench_models.py on a quiet 2-core machine, model only (None: not measured)
     reference_speed: float | None = None
+    #: the density margin when ``dups`` also checks candidate pairs point for point (geometric
+    #: verification, dedup.verify), which then is on by default; None: not measured, off by default
+    verified_margin: float | None = None
 
     def duplicate_threshold(self, margin: float | None = None) -> float:
         """The threshold that goes with ``margin`` (None: the default margin)."""

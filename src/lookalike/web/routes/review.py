@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from lookalike.dedup.groups import default_margin, default_threshold, find_duplicate_groups
+from lookalike.dedup.groups import default_threshold, find_duplicate_groups, resolve_rule
 from lookalike.dedup.keep import DEFAULT_KEEP, KEEP_RULES
 from lookalike.dedup.quarantine import QuarantineError, quarantine
 from lookalike.dedup.sweep import same_picture_threshold, sweep
@@ -67,9 +67,13 @@ def review_dups(
     if keep not in KEEP_RULES:
         raise HTTPException(422, f"unknown keep rule {keep!r}; choose one of {', '.join(KEEP_RULES)}")
     index = state.index
-    used_margin = margin if margin is not None else default_margin(index.model_name)
-    used = threshold if threshold is not None else default_threshold(index.model_name, used_margin)
-    groups = find_duplicate_groups(index.store, used, keep=keep, margin=used_margin)
+    n_contents = len({rec.sha256 for rec in index.store.items()})
+    used, used_margin, leftover_margin, verify = resolve_rule(
+        index.model_name, n_contents, threshold=threshold, margin=margin
+    )
+    groups = find_duplicate_groups(
+        index.store, used, keep=keep, margin=used_margin, leftover_margin=leftover_margin, verify=verify
+    )
     shown, out = 0, []
     for g in groups:
         if shown >= MAX_REVIEW_ITEMS:

@@ -1,0 +1,294 @@
+"""Geometric verification (``dups``, on by default): do two images show the same picture, point for point?
+
+Why: the model's vectors say how *alike* two images look, not whether one is a copy of the other.
+A copy turned by a quarter, cropped to half, bordered, overprinted with text or heavily filtered
+can score below a look-alike of the same kind of scene, and no cosine threshold separates them
+(bench/bench_dups_heldout.py). Local features can: SIFT keypoints are found at the same places
+of the picture whatever its rotation and scale, and a copy's keypoints map onto the original's
+through one similarity transform (rotation, scale, shift), which RANSAC finds. A look-alike
+shares few keypoints, and those do not agree on one transform.
+
+Shared *parts* are not copies: two screenshots of one application share their window chrome, two
+collages can share a tile. So a match counts only when its inliers cover most of the textured
+area of at least one of the two images (:attr:`Match.cover`): a copy covers the whole of the
+smaller picture, a shared title bar or one tile of four does not.
+
+Mirror images do not *confirm* (SIFT descriptors are not mirror-invariant); the model's vectors
+already pair mirror copies (bench_dups_heldout: recall 0.98). The other way round,
+:meth:`GeometricCheck.denies` says two images are plainly different pictures (no geometry at all,
+as they are or mirrored), which parts distinct look-alikes of a homogeneous collection that score
+as high as copies.
+
+Cost: one decode at ``side`` pixels and one SIFT pass per image taking part (about 30 ms on one
+core at 320 px), then about 2 ms per checked pair. Features are cached per content (sha256) for
+the life of the :class:`GeometricCheck`. Files are read through the library's loader (the same
+byte and pixel limits as indexing); an unreadable file simply does not match.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from lookalike.imaging.load import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from lookalike.store.base import ItemRecord
+
+#: Longest side the images are decoded to for keypoints (chosen on bench_dups_heldout's tuning set:
+#: 320 px matched as many copies as 512 px, at 60% of the time).
+DEFAULT_SIDE = 320
+#: Keypoints kept per image (SIFT keeps the strongest).
+DEFAULT_FEATURES = 300
+#: Lowe's ratio test: a keypoint match counts when its best descriptor distance is below this
+#: fraction of the second best.
+RATIO = 0.8
+#: RANSAC's reprojection error, as a fraction of ``side``.
+REPROJECTION = 0.025
+#: Inliers a match needs (:meth:`GeometricCheck.accepts`; 12, 15 and 20 scored alike on the tuning set).
+DEFAULT_MIN_INLIERS = 12
+#: Fraction of an image's textured cells that the inliers must cover, in at least one of the two
+#: (chosen on the tuning set: 0.5 / 0.6 gave F1 0.897 / 0.894 with 16 neighbours).
+DEFAULT_MIN_COVER = 0.5
+#: Share of the descriptor matches that must be inliers (:attr:`Match.inlier_ratio`).
+DEFAULT_MIN_RATIO = 0.3
+#: Either one image is matched (nearly) all over, or the match is plainly a part of the other image
+#: (a photo inside a screenshot or a collage): cover at least FULL_COVER on one side, or at most
+#: PART_COVER on the other. Two different images sharing an overlay (the same watermark, the same
+#: window chrome) match half of each image and fail both.
+FULL_COVER = 0.75
+PART_COVER = 0.3
+#: A copy shows the picture at most this many times larger or smaller (in ``side``-pixel images).
+#: RANSAC also finds degenerate transforms that shrink one image's keypoints onto a few pixels of
+#: the other (scale near 0): those are not copies. On the tuning set every true match that was not
+#: degenerate lay within 1-2.1x (95%).
+MAX_SCALE = 4.0
+#: :meth:`GeometricCheck.denies`: below this many inliers (as it is and mirrored) two images that
+#: both hold at least DENY_MIN_POINTS keypoints show different pictures. Chosen on the tuning set of
+#: bench_dups_heldout: distinct look-alikes matched 0-7 inliers, copies (turned back or mirrored)
+#: 9-290; inliers 6 / 8 / 10 gave F1 0.910 / 0.911 / 0.911; points 30 / 50 / 100 left 2 / 2 / 8
+#: look-alike singletons grouped.
+DENY_INLIERS = 8
+DENY_MIN_POINTS = 50
+#: The image is cut into GRID x GRID cells to measure cover (4 beat 6 and 8 on the tuning set: a match
+#: has tens of inliers, too few to fill finer cells).
+GRID = 4
+#: Cover counts at least this share of the cells as textured: an image whose keypoints all sit in
+#: one or two cells is not "covered" by a match there.
+MIN_TEXTURED = 0.5
+
+
+@dataclass(frozen=True)
+class Keypoints:
+    """One image's keypoints: positions (n, 2) in a ``size`` image, their descriptors (n, 128)."""
+
+    points: np.ndarray
+    descriptors: np.ndarray
+    size: tuple[int, int]
+
+    def cells(self, points: np.ndarray) -> set[int]:
+        """The grid cells (``GRID`` x ``GRID``) that hold these points."""
+        w, h = self.size
+        cx = np.clip((points[:, 0] * GRID / max(w, 1)).astype(int), 0, GRID - 1)
+        cy = np.clip((points[:, 1] * GRID / max(h, 1)).astype(int), 0, GRID - 1)
+        return set((cy * GRID + cx).tolist())
+
+
+@dataclass(frozen=True)
+class Match:
+    """How two images' keypoints agree: ``inliers`` under one similarity transform, and the share of
+    each image's textured cells (cells holding any keypoint) that the inliers cover."""
+
+    inliers: int
+    cover: tuple[float, float]
+    matches: int = 0  # descriptor matches that passed the ratio test (RANSAC's input)
+    scale: float = 1.0  # how much larger the second image shows the picture than the first
+
+    @classmethod
+    def none(cls) -> Match:
+        return cls(0, (0.0, 0.0))
+
+    @property
+    def inlier_ratio(self) -> float:
+        """Share of the descriptor matches that agree on the transform (low: repeated texture, e.g.
+        star fields, where many keypoints look alike and some agree on a transform by chance)."""
+        return self.inliers / self.matches if self.matches else 0.0
+
+
+def _supports(match: Match) -> bool:
+    """Whether a match holds any geometry at all: a few inliers under a transform of sane scale (a
+    degenerate one that shrinks every keypoint onto one spot is no evidence)."""
+    return match.inliers >= DENY_INLIERS and 1.0 / MAX_SCALE <= match.scale <= MAX_SCALE
+
+
+def _sift(features: int):  # type: ignore[no-untyped-def]
+    import cv2  # imported here: only --verify needs OpenCV loaded
+
+    return cv2.SIFT_create(nfeatures=features)
+
+
+class GeometricCheck:
+    """Checks candidate pairs of indexed images with local features (module docstring).
+
+    ``check(a, b)`` returns the :class:`Match`; ``confirms(a, b)`` whether it makes them copies.
+    ``prepare(records)`` computes keypoints for many records at once on ``workers`` threads
+    (OpenCV releases the GIL). ``decoded``/``unreadable`` count images, ``mirrored`` the images read
+    again to be checked mirrored (:meth:`denies`); ``checked`` counts pairs.
+    """
+
+    def __init__(
+        self,
+        *,
+        side: int = DEFAULT_SIDE,
+        features: int = DEFAULT_FEATURES,
+        min_inliers: int = DEFAULT_MIN_INLIERS,
+        min_cover: float = DEFAULT_MIN_COVER,
+        min_ratio: float = DEFAULT_MIN_RATIO,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        workers: int = 2,
+    ) -> None:
+        if side < 32 or features < 8 or min_inliers < 4 or not 0.0 <= min_cover <= 1.0:
+            raise ValueError("side >= 32, features >= 8, min_inliers >= 4 and 0 <= min_cover <= 1")
+        self.side, self.features = side, features
+        self.min_inliers, self.min_cover, self.min_ratio = min_inliers, min_cover, min_ratio
+        self.max_pixels, self.workers = max_pixels, max(1, workers)
+        self.decoded = self.unreadable = self.checked = self.mirrored = 0
+        self._cache: dict[str, Keypoints | None] = {}
+        self._matches: dict[tuple[str, str], Match] = {}
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def _detector(self):  # type: ignore[no-untyped-def]
+        detector = getattr(self._local, "detector", None)
+        if detector is None:
+            detector = self._local.detector = _sift(self.features)
+        return detector
+
+    def _compute(self, rec: ItemRecord, mirror: bool = False) -> Keypoints | None:
+        try:
+            image = load_image(rec.path, draft_size=self.side, max_pixels=self.max_pixels).image
+        except ImageLoadError:
+            return None
+        grey = image.convert("L")
+        grey.thumbnail((self.side, self.side))
+        if mirror:
+            grey = grey.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        points, descriptors = self._detector().detectAndCompute(np.asarray(grey), None)
+        if descriptors is None or len(points) < 4:
+            return Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), grey.size)
+        xy = np.asarray([p.pt for p in points], dtype=np.float32).reshape(-1, 2)
+        return Keypoints(xy, np.asarray(descriptors, dtype=np.float32), grey.size)
+
+    def prepare(self, records: Iterable[ItemRecord]) -> None:
+        """Compute (and cache) the keypoints of these records, ``workers`` at a time."""
+        todo: dict[str, ItemRecord] = {}
+        for rec in records:
+            if rec.sha256 not in self._cache:
+                todo.setdefault(rec.sha256, rec)
+        if not todo:
+            return
+        with ThreadPoolExecutor(self.workers) as pool:
+            for sha, keypoints in zip(todo, pool.map(self._compute, todo.values()), strict=True):
+                self._store(sha, keypoints)
+
+    def _store(self, sha: str, keypoints: Keypoints | None) -> None:
+        with self._lock:
+            self._cache[sha] = keypoints
+            if keypoints is None:
+                self.unreadable += 1
+            else:
+                self.decoded += 1
+
+    def keypoints(self, rec: ItemRecord) -> Keypoints | None:
+        """This record's keypoints (None: its file could not be read)."""
+        if rec.sha256 not in self._cache:
+            self._store(rec.sha256, self._compute(rec))
+        return self._cache[rec.sha256]
+
+    def check(self, a: ItemRecord, b: ItemRecord) -> Match:
+        """Match two records' keypoints (cached per pair of contents)."""
+        flip = a.sha256 > b.sha256
+        first, second = (b, a) if flip else (a, b)
+        key = (first.sha256, second.sha256)
+        match = self._matches.get(key)
+        if match is None:
+            kf, ks = self.keypoints(first), self.keypoints(second)
+            match = Match.none() if kf is None or ks is None else self._match(kf, ks)
+            self._matches[key] = match
+            self.checked += 1
+        if not flip:
+            return match
+        return Match(match.inliers, (match.cover[1], match.cover[0]), match.matches, 1.0 / max(match.scale, 1e-9))
+
+    def mirrored_keypoints(self, rec: ItemRecord) -> Keypoints | None:
+        """The keypoints of this record's mirror image (SIFT descriptors are not mirror-invariant)."""
+        key = "mirror:" + rec.sha256
+        if key not in self._cache:
+            self._cache[key] = self._compute(rec, mirror=True)
+            self.mirrored += 1
+        return self._cache[key]
+
+    def denies(self, a: ItemRecord, b: ItemRecord) -> bool:
+        """Whether the two are plainly *not* the same picture: both hold texture enough to tell
+        (``DENY_MIN_POINTS`` keypoints), and no one transform maps even ``DENY_INLIERS`` keypoints of
+        one onto the other, as it is or mirrored. Anything else (a match too weak to confirm, an
+        unreadable file, a flat image) does not deny: the similarity rule's call stands. A
+        degenerate transform (scale beyond ``MAX_SCALE``) is no support."""
+        ka, kb = self.keypoints(a), self.keypoints(b)
+        if ka is None or kb is None or min(len(ka.points), len(kb.points)) < DENY_MIN_POINTS:
+            return False
+        if _supports(self.check(a, b)):
+            return False
+        key = (a.sha256, "mirror:" + b.sha256)
+        match = self._matches.get(key)
+        if match is None:
+            kb_mirror = self.mirrored_keypoints(b)
+            match = Match.none() if kb_mirror is None else self._match(ka, kb_mirror)
+            self._matches[key] = match
+            self.checked += 1
+        return not _supports(match)
+
+    def confirms(self, a: ItemRecord, b: ItemRecord) -> bool:
+        """Whether the two records show the same picture (:meth:`accepts` their :class:`Match`)."""
+        return self.accepts(self.check(a, b))
+
+    def accepts(self, match: Match) -> bool:
+        """The rule: enough inliers, most descriptor matches among them, one image covered (at least
+        ``min_cover``, and either nearly all of it or plainly a part of the other), a sane scale."""
+        high, low = max(match.cover), min(match.cover)
+        return (
+            match.inliers >= self.min_inliers
+            and match.inlier_ratio >= self.min_ratio
+            and high >= self.min_cover
+            and (high >= FULL_COVER or low <= PART_COVER)
+            and 1.0 / MAX_SCALE <= match.scale <= MAX_SCALE
+        )
+
+    def _match(self, ka: Keypoints, kb: Keypoints) -> Match:
+        import cv2
+
+        if len(ka.points) < 4 or len(kb.points) < 4:
+            return Match.none()
+        pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(ka.descriptors, kb.descriptors, k=2)
+        good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
+        if len(good) < 4:
+            return Match(0, (0.0, 0.0), len(good))
+        src = ka.points[[g.queryIdx for g in good]]
+        dst = kb.points[[g.trainIdx for g in good]]
+        transform, mask = cv2.estimateAffinePartial2D(
+            src, dst, method=cv2.RANSAC, ransacReprojThreshold=REPROJECTION * self.side
+        )
+        if mask is None or transform is None:
+            return Match(0, (0.0, 0.0), len(good))
+        keep = mask.ravel().astype(bool)
+        inliers = int(keep.sum())
+        floor = GRID * GRID * MIN_TEXTURED
+        cover = (
+            len(ka.cells(src[keep])) / max(floor, len(ka.cells(ka.points))),
+            len(kb.cells(dst[keep])) / max(floor, len(kb.cells(kb.points))),
+        )
+        scale = float(np.hypot(transform[0, 0], transform[1, 0]))
+        return Match(inliers, cover, len(good), scale)
