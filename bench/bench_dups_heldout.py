@@ -56,6 +56,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,6 +166,19 @@ def build(which: str, args: argparse.Namespace) -> tuple[Path, dict[str, Label]]
     )
     (root / ".complete").write_text("ok")
     return folder, labels
+
+
+def built_sets(names: str, quick: bool, error: Callable[[str], object]) -> Iterator[tuple[str, Path, dict[str, Label]]]:
+    """``(set name, folder, labels)`` of each comma-separated set name, at the full size or ``quick``'s
+    (the other benchmarks on these sets: bench_sweep.py, bench_check.py); ``error`` reports a bad name."""
+    build_args = argparse.Namespace(originals=60, singletons=None, natural=None, seed=0)
+    if quick:
+        build_args.originals, build_args.singletons, build_args.natural = 10, 20, 8
+    for which in [s.strip() for s in names.split(",") if s.strip()]:
+        if which not in SETS:
+            error(f"unknown set {which!r}")
+            continue
+        yield (which, *build(which, build_args))
 
 
 # -- scoring -----------------------------------------------------------------------------------------

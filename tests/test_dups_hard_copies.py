@@ -149,3 +149,28 @@ def test_crop_boxes_stay_inside_the_image_and_no_views_is_an_error() -> None:
     assert crop_box((10, 10), 0.4, 0.6) == (4, 3, 8, 7)
     with pytest.raises(ValueError, match="no views"):
         TurnedViews(object(), turns=False)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_a_default_sweep_drops_look_alikes_the_check_denies(hard_collection: dict[str, Path]) -> None:
+    """A sweep for the same picture (the default rule) in the fish collection: the similarity rule
+    alone sweeps a different fish photo with some examples; the check takes it out again, keeps every
+    copy, and an explicit --threshold (a sweep for a kind of picture) denies nothing."""
+    from lookalike.dedup.sweep import sweep
+
+    with Index.open(hard_collection["db"], create=False) as index:
+        examples = [rec for rec in index.store.items() if "_" not in Path(rec.path).stem]
+        denied = 0
+        for rec in examples:
+            family = Path(rec.path).stem
+            plain = {Path(m.record.path).stem for m in sweep(index, [rec.id], verify=False).matches}
+            checked = sweep(index, [rec.id])
+            names = {Path(m.record.path).stem for m in checked.matches}
+            assert all(n.split("_")[0] == family for n in names), (family, names)  # no other photo left in
+            assert {n for n in plain if n.split("_")[0] == family} <= names  # no copy lost
+            if plain - names:
+                assert checked.verify is not None and checked.verify.denied == len(plain - names)
+                kind = sweep(index, [rec.id], threshold=checked.threshold)
+                assert plain <= {Path(m.record.path).stem for m in kind.matches}
+                denied += 1
+    assert denied >= 2  # the collection holds such look-alikes (what the deny step is for)

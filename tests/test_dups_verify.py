@@ -282,3 +282,131 @@ def test_cli_dups_no_verify_reads_no_image(hard_edits_db: Path) -> None:
     assert "verify" not in doc
     # the plain rule at its own (looser) margin: the CLI shows the rule it ran
     assert doc["margin"] == pytest.approx(0.07)
+
+
+# -- sweep --like: the same check adds the copies under the threshold --------------------------
+@pytest.mark.slow
+def test_sweep_adds_hard_copies_confirmed_point_for_point(hard_edits_db: Path) -> None:
+    from lookalike.dedup.sweep import sweep
+    from lookalike.index import Index
+
+    root = hard_edits_db.parent / "photos"
+    family = {f"p01_{e}" for e in _hard_edits(Image.new("RGB", (8, 8)))}
+    with Index.open(hard_edits_db, create=False) as index:
+        plain = sweep(index, [str(root / "p01.jpg")], verify=False)
+        checked = sweep(index, [str(root / "p01.jpg")])  # on by default for the default model
+        # an example from outside the index (an upload): its keypoints come from the picture itself
+        outside = Image.open(root / "p01.jpg").convert("RGB")
+        outside = outside.resize((outside.width * 3 // 4, outside.height * 3 // 4))
+        uploaded = sweep(index, [outside])
+    plain_names = {Path(m.record.path).stem for m in plain.matches}
+    assert len(family - plain_names) >= 2  # what the check is for: the similarity rule misses them
+    assert plain.verify is None and not any(m.verified for m in plain.matches)
+    for result in (checked, uploaded):
+        names = {Path(m.record.path).stem for m in result.matches}
+        assert family <= names, family - names
+        assert names <= family | {"p01"}  # no other photo of the collection joined
+        added = {Path(m.record.path).stem for m in result.matches if m.verified}
+        assert added and added <= family
+        assert result.verify is not None and result.verify.confirmed == len(added)
+        assert result.verify.checked >= len(added) and result.verify.unreadable == 0
+        # verified copies come after the threshold's matches and never count toward the next tier
+        verified_at = [i for i, m in enumerate(result.matches) if m.verified]
+        assert verified_at == list(range(len(result.matches) - len(added), len(result.matches)))
+        assert result.to_dict()["verify"]["confirmed"] == len(added)
+
+
+@pytest.mark.slow
+def test_cli_sweep_marks_the_copies_it_confirmed(hard_edits_db: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from lookalike.cli.app import app
+
+    example = str(hard_edits_db.parent / "photos" / "p02.jpg")
+    runner = CliRunner()
+    doc = json.loads(runner.invoke(app, ["sweep", "--db", str(hard_edits_db), "--like", example, "--json"]).stdout)
+    verified = [Path(m["path"]).stem for m in doc["matches"] if m.get("verified")]
+    assert verified and all(name.startswith("p02_") for name in verified)
+    assert doc["verify"]["confirmed"] == len(verified)
+    text = runner.invoke(app, ["sweep", "--db", str(hard_edits_db), "--like", example])
+    assert text.exit_code == 0, text.output
+    assert f"point for point: {len(verified)} copies under it added" in text.output
+    off = json.loads(
+        runner.invoke(app, ["sweep", "--db", str(hard_edits_db), "--like", example, "--no-verify", "--json"]).stdout
+    )
+    assert off["verify"] is None and not any(m.get("verified") for m in off["matches"])
+
+
+# -- check / dups --against: new files against a library ---------------------------------------
+@pytest.fixture(scope="module")
+def library_and_batch(real_photos: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A library of 35 real photos (the default model), and a new batch: four hard copies of each of
+    three of them, and five photos the library does not hold."""
+    from lookalike.index import Index
+
+    base = tmp_path_factory.mktemp("verify-check")
+    photo_collection(real_photos, base / "library", lambda i, image: {}, count=35)
+    batch = base / "batch"
+    batch.mkdir()
+    for i in range(3):
+        image = Image.open(base / "library" / f"p{i:02d}.jpg").convert("RGB")
+        for name, copy in _hard_edits(image).items():
+            copy.save(batch / f"p{i:02d}_{name}.jpg", quality=88)
+    assert len(real_photos) >= 40
+    for j, src in enumerate(real_photos[35:40]):
+        image = Image.open(src).convert("RGB")
+        image.thumbnail((512, 512))
+        image.save(batch / f"other{j}.jpg", quality=90)
+    with Index.open(base / "library.db") as index:
+        index.add([base / "library"], calibrate=False)
+    with Index.open(base / "batch.db") as index:
+        index.add([batch], calibrate=False)
+    return {"library": base / "library.db", "batch": batch, "batch_db": base / "batch.db"}
+
+
+@pytest.mark.slow
+def test_check_finds_hard_copies_point_for_point(library_and_batch: dict[str, Path]) -> None:
+    from lookalike.audit import check, check_against
+    from lookalike.index import Index
+
+    with Index.open(library_and_batch["library"], create=False) as library:
+        plain = check(library, [library_and_batch["batch"]], verify=False)
+        checked = check(library, [library_and_batch["batch"]])  # on by default for the default model
+        with Index.open(library_and_batch["batch_db"], create=False) as batch:
+            against = check_against(batch, library)
+
+    def answers(results: list) -> dict[str, str | None]:  # type: ignore[type-arg]
+        return {
+            Path(r.path).stem: Path(r.matches[0].record.path).stem if r.status in ("exact", "near") else None
+            for r in results
+        }
+
+    copies = {f"p{i:02d}_{e}": f"p{i:02d}" for i in range(3) for e in _hard_edits(Image.new("RGB", (8, 8)))}
+    found = answers(checked)
+    assert {name: found[name] for name in copies} == copies  # every hard copy, naming its original
+    assert all(found[f"other{j}"] is None for j in range(5))  # photos the library lacks stay new
+    assert sum(answers(plain)[name] == original for name, original in copies.items()) <= len(copies) - 2
+    verified = [r for r in checked if r.matches and r.matches[0].verified]
+    assert verified and all(r.status == "near" for r in verified)
+    assert verified[0].to_dict()["matches"][0]["verified"] is True
+    assert answers(against) == found  # dups --against answers by the same rule, from stored vectors
+
+
+@pytest.mark.slow
+def test_cli_check_no_verify_is_the_similarity_rule_alone(library_and_batch: dict[str, Path]) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from lookalike.cli.app import app
+
+    runner = CliRunner()
+    args = ["check", str(library_and_batch["batch"]), "--db", str(library_and_batch["library"]), "--json"]
+    on = json.loads(runner.invoke(app, args).stdout)
+    off = json.loads(runner.invoke(app, [*args, "--no-verify"]).stdout)
+    assert on["counts"]["near"] >= off["counts"]["near"] + 2
+    assert not any(m.get("verified") for f in off["files"] for m in f["matches"])
+    text = runner.invoke(app, args[:-1])
+    assert "point for point) of" in text.output

@@ -6,6 +6,14 @@ near-duplicate threshold *and* the density margin (the pair must stand out from 
 of neighbours by ``margin``; see :mod:`lookalike.dedup.groups`), measured for the new picture against
 the library and for the library picture within it. Nothing is written to the index.
 
+Point for point (``verify``, on by default for models whose duplicate rule was measured with it, as
+``dups``): a turned, cropped, bordered or screenshotted copy scores under the rule, so each new
+picture's :data:`~lookalike.dedup.groups.VERIFY_K` nearest library pictures down to
+:data:`~lookalike.dedup.groups.VERIFY_FLOOR` are checked with local features
+(:class:`lookalike.dedup.verify.GeometricCheck`) and the ones it confirms are near copies too
+(``verified``); a match of the rule under :data:`~lookalike.dedup.groups.DENY_BELOW` that the check
+*denies* (another photo of the same kind of scene) is dropped.
+
 :func:`check` embeds files that are not indexed yet; :func:`check_against` asks the same of every item
 of another index, from its stored vectors (``lookalike dups --against``), so both answer by one rule.
 """
@@ -19,11 +27,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lookalike.dedup.groups import DEFAULT_BYPASS, DEFAULT_K, DEFAULT_SURE, default_margin, default_threshold
+from lookalike.dedup.groups import (
+    DEFAULT_BYPASS,
+    DEFAULT_K,
+    DEFAULT_SURE,
+    DENY_BELOW,
+    VERIFY_AUTO_LIMIT,
+    VERIFY_FLOOR,
+    VERIFY_K,
+    PairCheck,
+    default_margin,
+    default_threshold,
+)
 from lookalike.dedup.quarantine import containing_root
 from lookalike.imaging.discover import Skip, walk_images
 from lookalike.imaging.load import ImageLoadError, decode_image, read_bytes
 from lookalike.index import Index
+from lookalike.models.registry import model_settings
 from lookalike.store.base import Hit, ItemRecord, ModelMismatchError, Store, StoreError
 
 #: ``in_library``: the file lies in the library itself (indexed there, by this or another name, or inside
@@ -36,9 +56,13 @@ _BATCH = 32
 class CheckMatch:
     record: ItemRecord
     score: float
+    verified: bool = False  # under the similarity rule, but a copy point for point
 
     def to_dict(self) -> dict[str, object]:
-        return {"id": self.record.id, "path": self.record.path, "score": round(float(self.score), 4)}
+        out: dict[str, object] = {"id": self.record.id, "path": self.record.path, "score": round(float(self.score), 4)}
+        if self.verified:
+            out["verified"] = True
+        return out
 
 
 @dataclass
@@ -81,6 +105,26 @@ def _sha(store: Store, item_id: int) -> str:
     return found.sha256 if found is not None else ""
 
 
+#: ``verify`` None checks point for point up to this many pictures to compare: each costs up to
+#: ``1 + VERIFY_K`` image reads, so this is the read budget of ``dups``' own automatic limit
+#: (:data:`~lookalike.dedup.groups.VERIFY_AUTO_LIMIT`).
+VERIFY_AUTO_PICTURES = VERIFY_AUTO_LIMIT // (1 + VERIFY_K)
+
+
+def _pair_check(model_name: str | None, verify: PairCheck | bool | None, pictures: int) -> PairCheck | None:
+    """The check to run (``verify``: a check, True, False, or None for the model's default up to
+    :data:`VERIFY_AUTO_PICTURES` pictures to compare)."""
+    if verify is None:
+        verify = model_settings(model_name).verified_margin is not None and pictures <= VERIFY_AUTO_PICTURES
+    if verify is False:
+        return None
+    if verify is True:
+        from lookalike.dedup.verify import GeometricCheck
+
+        return GeometricCheck()
+    return verify
+
+
 def check(
     index: Index,
     paths: Sequence[str | os.PathLike[str]],
@@ -89,15 +133,18 @@ def check(
     margin: float | None = None,
     k: int = DEFAULT_K,
     max_matches: int = 5,
+    verify: PairCheck | bool | None = None,
 ) -> list[CheckResult]:
-    """One result per image file under ``paths`` (files or folders), in the order found."""
+    """One result per image file under ``paths`` (files or folders), in the order found. ``verify``:
+    a :class:`lookalike.dedup.verify.GeometricCheck`, True for a default one, False for none, None
+    for the model's default (module docstring)."""
     store = index.store
     model_name = index.model_name
     margin = default_margin(model_name) if margin is None else margin
     threshold = default_threshold(model_name, margin) if threshold is None else threshold
     results: list[CheckResult] = []
     skipped: list[Skip] = []
-    to_embed: list[tuple[CheckResult, bytes]] = []
+    to_embed: list[tuple[CheckResult, bytes, ItemRecord]] = []
     for found in walk_images(list(paths), skipped.append):
         result = CheckResult(found.path, "new")
         results.append(result)
@@ -106,22 +153,26 @@ def check(
         except ImageLoadError as exc:
             result.status, result.reason = "unreadable", str(exc)
             continue
-        if not _exact_copies(store, result, hashlib.sha256(data).hexdigest(), max_matches) and len(store):
-            to_embed.append((result, data))
+        sha = hashlib.sha256(data).hexdigest()
+        if not _exact_copies(store, result, sha, max_matches) and len(store):
+            to_embed.append((result, data, ItemRecord(found.path, sha, len(data), 0, 0, 0)))
     results.extend(CheckResult(s.path, "unreadable", reason=f"{s.reason}: {s.detail}") for s in skipped)
+    pair_check = _pair_check(model_name, verify, len(to_embed))
     crowds: dict[int, float] = {}
     for start in range(0, len(to_embed), _BATCH):
         batch = to_embed[start : start + _BATCH]
-        pictures, ready = [], []
-        for result, data in batch:
+        pictures, ready, records = [], [], []
+        for result, data, rec in batch:
             try:
                 pictures.append(decode_image(data, draft_size=index.model.spec.input_size).image)
                 ready.append(result)
+                records.append(rec)
             except ImageLoadError as exc:
                 result.status, result.reason = "unreadable", str(exc)
         if not pictures:
             continue
-        _match_vectors(store, ready, np.asarray(index.model.embed(pictures)), k, threshold, margin, crowds, max_matches)
+        vectors = np.asarray(index.model.embed(pictures))
+        _match_vectors(store, ready, vectors, k, threshold, margin, crowds, max_matches, pair_check, records)
     return results
 
 
@@ -143,12 +194,48 @@ def _match_vectors(
     margin: float,
     crowds: dict[int, float],
     max_matches: int,
+    pair_check: PairCheck | None = None,
+    records: Sequence[ItemRecord] = (),
 ) -> None:
-    """Mark each result ``near`` whose vector has library pictures passing the near-duplicate rule."""
-    for result, hits in zip(results, store.search(vectors, 2 * k + 8), strict=True):
-        result.matches = _near_copies(store, hits, k, threshold, margin, crowds)[:max_matches]
+    """Mark each result ``near`` whose vector has library pictures passing the near-duplicate rule
+    (or, with ``pair_check``, confirmed by it; ``records`` are the results' pictures, for the check)."""
+    found = store.search(vectors, max(2 * k + 8, VERIFY_K))
+    near = [_near_copies(store, hits, k, threshold, margin, crowds) for hits in found]
+    if pair_check is not None:
+        near = _verified(store, pair_check, records, found, near)
+    for result, matches in zip(results, near, strict=True):
+        result.matches = matches[:max_matches]
         if result.matches:
             result.status = "near"
+
+
+def _verified(
+    store: Store,
+    pair_check: PairCheck,
+    records: Sequence[ItemRecord],
+    found: Sequence[Sequence[Hit]],
+    near: list[list[CheckMatch]],
+) -> list[list[CheckMatch]]:
+    """Each picture's matches after the point-for-point check (module docstring): denied ones out,
+    confirmed ones from its ``VERIFY_K`` nearest (down to ``VERIFY_FLOOR``) in, best score first."""
+    asked: list[list[ItemRecord]] = []
+    for hits, matches in zip(found, near, strict=True):
+        have = {m.record.id for m in matches}
+        close = [h for h in hits[:VERIFY_K] if h.score >= VERIFY_FLOOR and h.id not in have]
+        asked.append([rec for h in close if (rec := store.get(h.id)) is not None])
+    pair_check.prepare([*records, *(m.record for ms in near for m in ms if m.score < DENY_BELOW)])
+    pair_check.prepare([rec for recs in asked for rec in recs])
+    out = []
+    for rec, hits, matches, candidates in zip(records, found, near, asked, strict=True):
+        score_of = {h.id: h.score for h in hits}
+        kept = [m for m in matches if m.score >= DENY_BELOW or not pair_check.denies(rec, m.record)]
+        kept += [
+            CheckMatch(other, min(1.0, score_of[other.id]), verified=True)
+            for other in candidates
+            if other.sha256 != rec.sha256 and pair_check.confirms(rec, other)
+        ]
+        out.append(sorted(kept, key=lambda m: -m.score))
+    return out
 
 
 def same_model(index: Index, library: Index) -> None:
@@ -187,8 +274,10 @@ def check_against(
     k: int = DEFAULT_K,
     max_matches: int = 5,
     batch: int = 256,
+    verify: PairCheck | bool | None = None,
 ) -> list[CheckResult]:
-    """One result per item of ``index``: whether ``library`` already holds it, by :func:`check`'s rule.
+    """One result per item of ``index``: whether ``library`` already holds it, by :func:`check`'s rule
+    (``verify`` as there).
 
     Uses the stored vectors (nothing is decoded or embedded), so both indexes must share one model
     identity (:class:`~lookalike.store.base.ModelMismatchError` otherwise). A file that the library
@@ -205,7 +294,7 @@ def check_against(
     lib_files = {key for key in map(_file_key, lib_paths) if key is not None}
     lib_roots = [str(r) for r in (store.get_meta("roots") or [])]  # type: ignore[union-attr]
     results: list[CheckResult] = []
-    pending: list[tuple[CheckResult, int]] = []
+    pending: list[tuple[CheckResult, ItemRecord]] = []
     crowds: dict[int, float] = {}
     for rec in index.store.items():
         result = CheckResult(rec.path, "new", item=rec)
@@ -214,11 +303,15 @@ def check_against(
             result.status, result.reason = "in_library", "the library indexes this file or its folder"
             continue
         if not _exact_copies(store, result, rec.sha256, max_matches) and len(store):
-            pending.append((result, rec.id))
+            pending.append((result, rec))
+    pair_check = _pair_check(model_name, verify, len(pending))
     for start in range(0, len(pending), batch):
         part = pending[start : start + batch]
-        vectors = np.asarray(index.store.vectors([item_id for _, item_id in part]), dtype=np.float32)
-        _match_vectors(store, [r for r, _ in part], vectors, k, threshold, margin, crowds, max_matches)
+        vectors = np.asarray(index.store.vectors([rec.id for _, rec in part]), dtype=np.float32)
+        records = [rec for _, rec in part]
+        _match_vectors(
+            store, [r for r, _ in part], vectors, k, threshold, margin, crowds, max_matches, pair_check, records
+        )
     return results
 
 

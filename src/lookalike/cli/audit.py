@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from lookalike.audit import check as check_files
+from lookalike.audit.check import VERIFY_AUTO_PICTURES
 from lookalike.audit.core import AuditReport, audit
 from lookalike.audit.decisions import KINDS, mark_not_a_problem
 from lookalike.audit.outliers import DEFAULT_OUTLIER_CUTOFF
@@ -197,13 +198,24 @@ def _print_report(report: AuditReport) -> None:
 def check_command(
     new: Annotated[list[Path], typer.Argument(help="New image files or folders (searched recursively).")],
     db: DbOption = DEFAULT_DB,
+    verify: Annotated[
+        bool | None,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Also check each new picture point for point (SIFT + RANSAC) against its 16 nearest library "
+            "pictures: turned, cropped, bordered, screenshotted copies are near copies too, and a look-alike the "
+            f"check denies is not. Default: on for the default model, up to {VERIFY_AUTO_PICTURES:,} pictures to "
+            "compare.",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Check new images against the library in --db: which are already there (exact or near copy)."""
     with friendly_errors(db):
         index = Index.open(db, create=False)
         try:
-            results = check_files(index, new)
+            results = check_files(index, new, verify=verify)
         finally:
             index.close()
     if json_output:

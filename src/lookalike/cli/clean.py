@@ -157,7 +157,7 @@ def dups_command(
         fail("--link needs --quarantine DIR: the duplicates move there and a link takes their place")
     if against is not None:
         _refuse_with_against(precision, keep, linkage, html, not_dup)
-        _dups_against(db, against, threshold, margin, k, json_output, quarantine_dir, link)
+        _dups_against(db, against, threshold, margin, k, json_output, quarantine_dir, link, verify)
         return
     if keep not in KEEP_RULES:
         fail(f"unknown --keep {keep!r}; choose one of {', '.join(KEEP_RULES)}")
@@ -270,6 +270,7 @@ def _dups_against(
     json_output: bool,
     quarantine_dir: Path | None,
     link: str | None = None,
+    verify: bool | None = None,
 ) -> None:
     """``dups --against LIBRARY``: which files of ``db`` the library already holds; optionally move them
     (with ``link``, leaving a link to the library's copy in their place)."""
@@ -279,7 +280,7 @@ def _dups_against(
         with friendly_errors(db):
             index = Index.open(db, create=False, read_only=False if quarantine_dir is not None else None)
             try:
-                results = check_against(index, library, threshold=threshold, margin=margin, k=k)
+                results = check_against(index, library, threshold=threshold, margin=margin, k=k, verify=verify)
                 report = None
                 if quarantine_dir is not None:
                     found = [r for r in results if r.status in ("exact", "near") and r.item is not None]
@@ -325,7 +326,8 @@ def print_check_results(results: Sequence[CheckResult]) -> None:
     for result in results:
         if result.status in ("exact", "near"):
             best = result.matches[0]
-            what = "exact copy of" if result.status == "exact" else f"near copy ({best.score:.3f}) of"
+            how = ", point for point" if best.verified else ""
+            what = "exact copy of" if result.status == "exact" else f"near copy ({best.score:.3f}{how}) of"
             out.print(f"[yellow]{result.status:5s}[/yellow] {result.path}  {what} {best.record.path}")
         elif result.status == "unreadable":
             err.print(f"[red]unreadable[/red] {result.path}: {result.reason}")
@@ -389,6 +391,16 @@ def sweep_command(
             "for the same kind of picture).",
         ),
     ] = None,
+    verify: Annotated[
+        bool | None,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Check point for point (SIFT + RANSAC) each example's 64 best items under the threshold and add "
+            "the copies it confirms (turned, cropped, bordered, screenshotted); at the default threshold also drop "
+            "a match below 0.95 that matches its examples nowhere. Default: on for the default model.",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonOption = False,
     html: HtmlOption = None,
     quarantine_dir: QuarantineOption = None,
@@ -398,7 +410,7 @@ def sweep_command(
         index = Index.open(db, create=False, read_only=False if quarantine_dir is not None else None)
         try:
             try:
-                result = sweep(index, like, unlike or [], threshold)
+                result = sweep(index, like, unlike or [], threshold, verify=verify)
             except ValueError as exc:  # no example given; an unreadable example: friendly_errors
                 fail(str(exc))
             if html is not None:
@@ -410,7 +422,10 @@ def sweep_command(
                     index.store,
                     [m.record for m in result.matches],
                     quarantine_dir,
-                    reason=[f"{query}: similarity {m.score:.3f}" for m in result.matches],
+                    reason=[
+                        f"{query}: similarity {m.score:.3f}{', a copy point for point' if m.verified else ''}"
+                        for m in result.matches
+                    ],
                 )
         finally:
             index.close()
@@ -421,7 +436,7 @@ def sweep_command(
         print_json(document)
     else:
         for match in result.matches:
-            out.print(f"{match.score:.3f}  {match.record.path}")
+            out.print(f"{match.score:.3f}  {match.record.path}{'  (copy point for point)' if match.verified else ''}")
         out.print(sweep_summary(result))
         if html is not None:
             err.print(f"review page: {html}")
@@ -436,7 +451,15 @@ def sweep_command(
 def sweep_summary(result: SweepResult) -> str:
     """How many matched under which rule, and where the next tier starts (the command for it)."""
     rule = f" ({result.rule})" if result.rule != "threshold" else ""
-    lines = [f"{len(result.matches)} images at similarity ≥ {result.threshold:.3f}{rule}"]
+    verified = sum(m.verified for m in result.matches)
+    lines = [f"{len(result.matches) - verified} images at similarity ≥ {result.threshold:.3f}{rule}"]
+    counts = result.verify
+    if counts is not None:
+        denied = f"; {counts.denied} above it dropped (another picture)" if counts.denied else ""
+        unreadable = f"; {counts.unreadable} unreadable" if counts.unreadable else ""
+        lines.append(
+            f"point for point: {verified} copies under it added, of {counts.checked} checked{denied}{unreadable}"
+        )
     tier = result.next_tier
     if tier is not None:
         label = f", '{tier.label}'" if tier.label else ""

@@ -80,9 +80,16 @@ def dups_html(groups: Sequence[DupGroup], threshold: float, keep_rule: str) -> s
 
 
 def sweep_html(result: SweepResult) -> str:
-    figures = [_figure(m.record, f"{m.score:.3f}", "dup") for m in result.matches]
-    summary = f"{len(result.matches)} matches ≥ {result.threshold:.3f} for like: {', '.join(result.like)}" + (
-        f"; unlike: {', '.join(result.unlike)}" if result.unlike else ""
+    figures = [
+        _figure(m.record, f"{m.score:.3f}{' copy point for point' if m.verified else ''}", "dup")
+        for m in result.matches
+    ]
+    verified = sum(m.verified for m in result.matches)
+    summary = (
+        f"{len(result.matches) - verified} matches ≥ {result.threshold:.3f}"
+        + (f" and {verified} copies point for point under it" if verified else "")
+        + f" for like: {', '.join(result.like)}"
+        + (f"; unlike: {', '.join(result.unlike)}" if result.unlike else "")
     )
     grid = f'<section class="group"><div class="grid">{"".join(figures)}</div></section>'
     return _page("lookalike: sweep", summary, [grid])

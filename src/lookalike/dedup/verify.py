@@ -20,13 +20,14 @@ as they are or mirrored), which parts distinct look-alikes of a homogeneous coll
 as high as copies.
 
 Cost: one decode at ``side`` pixels and one SIFT pass per image taking part (about 30 ms on one
-core at 320 px), then about 2 ms per checked pair. Features are cached per content (sha256) for
+core at 320 px, plus the decode), then about 1-2 ms per checked pair. Features are cached per content (sha256) for
 the life of the :class:`GeometricCheck`. Files are read through the library's loader (the same
 byte and pixel limits as indexing); an unreadable file simply does not match.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,8 +39,11 @@ from PIL import Image
 from lookalike.imaging.load import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from lookalike.store.base import ItemRecord
 
-#: Longest side the images are decoded to for keypoints (chosen on bench_dups_heldout's tuning set:
-#: 320 px matched as many copies as 512 px, at 60% of the time).
+#: Longest side the images are decoded to for keypoints. On bench_dups_heldout's tuning set 320 px
+#: matched as many copies as 512 px at 60% of the time. Smaller sides (160 / 192 / 224 / 256 px: pair F1
+#: 0.905 / 0.920 / 0.923 / 0.923 vs 0.910, `dups` 6.8 / 9.7 / 14.1 / 14.2 s vs 18.3 s) were not taken:
+#: at 224 px a turned half-crop of a tuning-side photo no longer covers enough cells to confirm
+#: (tests/test_dups_verify.py) and the held-out F1 fell 0.844 -> 0.838 (docs/cleaning.md).
 DEFAULT_SIDE = 320
 #: Keypoints kept per image (SIFT keeps the strongest).
 DEFAULT_FEATURES = 300
@@ -172,6 +176,9 @@ class GeometricCheck:
             image = load_image(rec.path, draft_size=self.side, max_pixels=self.max_pixels).image
         except ImageLoadError:
             return None
+        return self._features(image, mirror)
+
+    def _features(self, image: Image.Image, mirror: bool = False) -> Keypoints:
         grey = image.convert("L")
         grey.thumbnail((self.side, self.side))
         if mirror:
@@ -201,6 +208,23 @@ class GeometricCheck:
                 self.unreadable += 1
             else:
                 self.decoded += 1
+
+    def picture(self, image: Image.Image, name: str = "<image>") -> ItemRecord:
+        """A record standing for a picture that is not in the index (an uploaded sweep example), its
+        keypoints cached, so that :meth:`check`, :meth:`confirms` and :meth:`denies` take it as ``a``.
+        (Mirrored, it is read from its path, which it has none of: pass it first to :meth:`denies`.)"""
+        digest = hashlib.sha256(image.tobytes()).hexdigest()
+        rec = ItemRecord(
+            path=name,
+            sha256=f"picture:{image.size[0]}x{image.size[1]}:{digest}",
+            size=0,
+            mtime_ns=0,
+            width=image.size[0],
+            height=image.size[1],
+        )
+        if rec.sha256 not in self._cache:
+            self._store(rec.sha256, self._features(image))
+        return rec
 
     def keypoints(self, rec: ItemRecord) -> Keypoints | None:
         """This record's keypoints (None: its file could not be read)."""

@@ -108,7 +108,10 @@ async def review_sweep(
     if not examples:
         raise HTTPException(422, "give at least one example: an item id (like) or a picture (image)")
     result = await run_in_threadpool(sweep, state.index, examples, list(unlike or []), threshold)
-    matches = [_with_score(state, m.record, m.score) for m in result.matches[:MAX_REVIEW_ITEMS]]
+    matches = [
+        {**_with_score(state, m.record, m.score), **({"verified": True} if m.verified else {})}
+        for m in result.matches[:MAX_REVIEW_ITEMS]
+    ]
     tier = None if result.next_tier is None else result.next_tier.to_dict()
     return {
         "threshold": result.threshold,
@@ -116,6 +119,7 @@ async def review_sweep(
         "count": len(result.matches),
         "matches": matches,
         "next_tier": tier,
+        "verify": None if result.verify is None else result.verify.to_dict(),
     }
 
 

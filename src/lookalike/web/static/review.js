@@ -98,10 +98,15 @@
 
   function renderSweep(doc) {
     const rule = doc.rule && doc.rule !== "threshold" ? ", " + doc.rule : "";
-    title.textContent = doc.count + " images (similarity ≥ " + doc.threshold.toFixed(3) + rule + ")";
+    const verified = doc.verify ? doc.verify.confirmed : 0;
+    title.textContent =
+      doc.count + " images (similarity ≥ " + doc.threshold.toFixed(3) + rule + ")" +
+      (verified ? ", " + verified + " of them copies point for point under it" : "");
     const grid = document.createElement("div");
     grid.className = "grid";
-    grid.append(...doc.matches.map((m) => tile(m, true, Math.round(m.score * 100) + "%")));
+    grid.append(
+      ...doc.matches.map((m) => tile(m, true, Math.round(m.score * 100) + "%" + (m.verified ? " · copy" : "")))
+    );
     const parts = [grid];
     const tier = doc.next_tier;
     if (tier) {
