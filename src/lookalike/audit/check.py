@@ -8,7 +8,7 @@ the library and for the library picture within it. Nothing is written to the ind
 
 Point for point (``verify``, on by default for models whose duplicate rule was measured with it, as
 ``dups``): a turned, cropped, bordered or screenshotted copy scores under the rule, so each new
-picture's :data:`~lookalike.dedup.groups.VERIFY_K` nearest library pictures down to
+picture's :data:`VERIFY_K` nearest library pictures down to
 :data:`~lookalike.dedup.groups.VERIFY_FLOOR` are checked with local features
 (:class:`lookalike.dedup.verify.GeometricCheck`) and the ones it confirms are near copies too
 (``verified``); a match of the rule under :data:`~lookalike.dedup.groups.DENY_BELOW` that the check
@@ -34,7 +34,6 @@ from lookalike.dedup.groups import (
     DENY_BELOW,
     VERIFY_AUTO_LIMIT,
     VERIFY_FLOOR,
-    VERIFY_K,
     PairCheck,
     default_margin,
     default_threshold,
@@ -105,6 +104,10 @@ def _sha(store: Store, item_id: int) -> str:
     return found.sha256 if found is not None else ""
 
 
+#: ``verify``: each new picture is checked against its this many nearest library pictures (down to
+#: :data:`~lookalike.dedup.groups.VERIFY_FLOOR`); the first value of ``dups``' own ``VERIFY_K``, not
+#: tuned for ``check`` (bench/bench_check.py measures it).
+VERIFY_K = 16
 #: ``verify`` None checks point for point up to this many pictures to compare: each costs up to
 #: ``1 + VERIFY_K`` image reads, so this is the read budget of ``dups``' own automatic limit
 #: (:data:`~lookalike.dedup.groups.VERIFY_AUTO_LIMIT`).
