@@ -410,3 +410,71 @@ def test_cli_check_no_verify_is_the_similarity_rule_alone(library_and_batch: dic
     assert not any(m.get("verified") for f in off["files"] for m in f["matches"])
     text = runner.invoke(app, args[:-1])
     assert "point for point) of" in text.output
+
+
+# -- a photo inside a screenshot, among many screenshots -----------------------------------------
+def _screenshot(photo: Image.Image, seed: int) -> Image.Image:
+    """The photo at about half the width of a drawn application window (title bar, menu, sidebar of
+    file names, text lines): what every screenshot of one application shares is its chrome."""
+    rng = np.random.default_rng(seed)
+    frame = Image.new("RGB", (1280, 800), (246, 246, 246))
+    draw = ImageDraw.Draw(frame)
+    font = ImageFont.load_default()
+    draw.rectangle((0, 0, 1280, 34), fill=(225, 225, 228))
+    for i, colour in enumerate(((237, 106, 94), (245, 191, 79), (98, 197, 84))):
+        draw.ellipse((12 + 22 * i, 11, 26 + 22 * i, 25), fill=colour)
+    for i, word in enumerate(("File", "Edit", "View", "Image", "Help")):
+        draw.text((14 + 60 * i, 42), word, fill=(60, 60, 60), font=font)
+    draw.rectangle((0, 63, 200, 774), fill=(225, 225, 228))
+    for y in range(80, 760, 26):
+        draw.text((34, y), f"folder_{int(rng.integers(1, 999)):03d}", fill=(60, 60, 60), font=font)
+    scaled = photo.resize((600, round(photo.height * 600 / photo.width)))
+    frame.paste(scaled, (240 + int(rng.integers(0, 300)), 90 + int(rng.integers(0, max(1, 640 - scaled.height)))))
+    for y in range(90, 740, 22):
+        draw.rectangle((900, y + 4, 900 + int(rng.integers(100, 340)), y + 12), fill=(170, 170, 170))
+    return frame
+
+
+@pytest.mark.slow
+def test_a_photo_in_a_screenshot_is_grouped_with_its_original_among_many_screenshots(
+    real_photos: list[Path], tmp_path: Path
+) -> None:
+    """Twenty screenshots of one application, each showing another photo; the first photo also has
+    sixteen mild copies (a burst, re-saves). The screenshots share their chrome, so a screenshot's
+    nearest images are the other screenshots, and the photo's are its own copies: each ranks the
+    other past the first sixteen, in both directions and for every copy. The check still proposes
+    the pair, confirms it and puts the screenshot in the photo's group."""
+    from lookalike.dedup.groups import find_duplicate_groups
+    from lookalike.index import Index
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i, src in enumerate(real_photos[:20]):
+        image = Image.open(src).convert("RGB")
+        image.thumbnail((512, 512))
+        if i == 0:
+            image.save(root / "original.jpg", quality=92)
+            w, h = image.size
+            for c in range(16):
+                cut = 0.02 + 0.005 * c
+                copy = image.crop((int(w * cut), int(h * cut), int(w * (1 - cut)), int(h * (1 - cut))))
+                copy.resize((w * (8 + c % 4) // 12, h * (8 + c % 4) // 12)).save(
+                    root / f"original_copy{c:02d}.jpg", quality=40 + 3 * c
+                )
+        _screenshot(image, i).save(root / f"screenshot{i:02d}.png")
+    with Index.open(tmp_path / "db") as index:
+        index.add([root], calibrate=False)
+        ids, vectors = index.store.vector_rows()
+        names = {rec.id: Path(rec.path).stem for rec in index.store.items()}
+        rows = {names[int(i)]: r for r, i in enumerate(ids.tolist())}
+        family = {n for n in rows if n.startswith("original")}
+
+        def rank(one: str, other: str) -> int:
+            return [names[int(ids[r])] for r in np.argsort(-(vectors[:] @ vectors[rows[one]]))].index(other)
+
+        assert all(rank("screenshot00", n) > 16 for n in family)  # other screenshots come first
+        assert all(rank(n, "screenshot00") > 16 for n in family)  # the photo's own copies come first
+        groups = _named(find_duplicate_groups(index.store))
+    assert family | {"screenshot00"} in groups
+    # screenshots of different photos stay apart: sharing the window chrome does not make a copy
+    assert not any(len({n for n in g if n.startswith("screenshot")}) > 1 for g in groups), groups

@@ -123,9 +123,15 @@ class Match:
 
 
 def _supports(match: Match) -> bool:
-    """Whether a match holds any geometry at all: a few inliers under a transform of sane scale (a
-    degenerate one that shrinks every keypoint onto one spot is no evidence)."""
-    return match.inliers >= DENY_INLIERS and 1.0 / MAX_SCALE <= match.scale <= MAX_SCALE
+    """Whether a match holds any geometry of one picture: a few inliers under a transform of sane
+    scale (a degenerate one that shrinks every keypoint onto one spot is no evidence), covering more
+    than ``PART_COVER`` of at least one image. Two screenshots of one application match their window
+    chrome in place, a tenth to a quarter of each: a shared part, not one picture. (On the tuning set
+    of bench_dups_heldout, no cover floor / 0.2 / **0.3** / 0.4 / 0.5 gave F1 0.929 / 0.930 / **0.932** /
+    0.930 / 0.929.)"""
+    return (
+        match.inliers >= DENY_INLIERS and 1.0 / MAX_SCALE <= match.scale <= MAX_SCALE and max(match.cover) > PART_COVER
+    )
 
 
 def _sift(features: int):  # type: ignore[no-untyped-def]
