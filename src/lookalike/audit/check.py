@@ -37,12 +37,12 @@ from lookalike.dedup.groups import (
     PairCheck,
     default_margin,
     default_threshold,
+    pair_check_for,
 )
 from lookalike.dedup.quarantine import containing_root
 from lookalike.imaging.discover import Skip, walk_images
 from lookalike.imaging.load import ImageLoadError, decode_image, read_bytes
 from lookalike.index import Index
-from lookalike.models.registry import model_settings
 from lookalike.store.base import Hit, ItemRecord, ModelMismatchError, Store, StoreError
 
 #: ``in_library``: the file lies in the library itself (indexed there, by this or another name, or inside
@@ -114,20 +114,6 @@ VERIFY_K = 16
 VERIFY_AUTO_PICTURES = VERIFY_AUTO_LIMIT // (1 + VERIFY_K)
 
 
-def _pair_check(model_name: str | None, verify: PairCheck | bool | None, pictures: int) -> PairCheck | None:
-    """The check to run (``verify``: a check, True, False, or None for the model's default up to
-    :data:`VERIFY_AUTO_PICTURES` pictures to compare)."""
-    if verify is None:
-        verify = model_settings(model_name).verified_margin is not None and pictures <= VERIFY_AUTO_PICTURES
-    if verify is False:
-        return None
-    if verify is True:
-        from lookalike.dedup.verify import GeometricCheck
-
-        return GeometricCheck()
-    return verify
-
-
 def check(
     index: Index,
     paths: Sequence[str | os.PathLike[str]],
@@ -160,7 +146,7 @@ def check(
         if not _exact_copies(store, result, sha, max_matches) and len(store):
             to_embed.append((result, data, ItemRecord(found.path, sha, len(data), 0, 0, 0)))
     results.extend(CheckResult(s.path, "unreadable", reason=f"{s.reason}: {s.detail}") for s in skipped)
-    pair_check = _pair_check(model_name, verify, len(to_embed))
+    pair_check = pair_check_for(model_name, verify, within_limit=len(to_embed) <= VERIFY_AUTO_PICTURES)
     crowds: dict[int, float] = {}
     for start in range(0, len(to_embed), _BATCH):
         batch = to_embed[start : start + _BATCH]
@@ -307,7 +293,7 @@ def check_against(
             continue
         if not _exact_copies(store, result, rec.sha256, max_matches) and len(store):
             pending.append((result, rec))
-    pair_check = _pair_check(model_name, verify, len(pending))
+    pair_check = pair_check_for(model_name, verify, within_limit=len(pending) <= VERIFY_AUTO_PICTURES)
     for start in range(0, len(pending), batch):
         part = pending[start : start + batch]
         vectors = np.asarray(index.store.vectors([rec.id for _, rec in part]), dtype=np.float32)

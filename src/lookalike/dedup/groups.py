@@ -91,6 +91,23 @@ def verify_by_default(model_name: str | None, n_contents: int) -> bool:
     return model_settings(model_name).verified_margin is not None and n_contents <= VERIFY_AUTO_LIMIT
 
 
+def pair_check_for(
+    model_name: str | None, verify: PairCheck | bool | None, *, within_limit: bool = True
+) -> PairCheck | None:
+    """The check a face runs (``sweep``, ``check``): ``verify`` itself when it is a check, a default
+    :class:`lookalike.dedup.verify.GeometricCheck` for True, none for False; None asks for a default
+    one for models whose rule was measured with it (``verified_margin``), when ``within_limit``."""
+    if verify is None:
+        verify = model_settings(model_name).verified_margin is not None and within_limit
+    if verify is False:
+        return None
+    if verify is True:
+        from lookalike.dedup.verify import GeometricCheck
+
+        return GeometricCheck()
+    return verify
+
+
 def default_rule(model_name: str | None, *, verify: bool) -> tuple[float, float, float]:
     """``(threshold, margin, leftover margin)`` of the duplicate rule by default, with or without
     geometric verification: with it, the model's ``verified_margin`` (stricter: the check recovers

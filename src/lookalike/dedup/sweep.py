@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lookalike.dedup.groups import DENY_BELOW, VERIFY_FLOOR, PairCheck, default_threshold
+from lookalike.dedup.groups import DENY_BELOW, VERIFY_FLOOR, PairCheck, default_threshold, pair_check_for
 from lookalike.dedup.threshold import CalibrationUnavailable, precision_threshold
 from lookalike.imaging.load import ImageLoadError, open_rgb
 from lookalike.index import Index, QueryInput
-from lookalike.models.registry import model_settings
 from lookalike.store.base import ItemRecord
 
 #: The precision at which the default sweep's threshold tells copies from non-copies here.
@@ -152,23 +151,30 @@ def same_picture_threshold(index: Index) -> tuple[float, str]:
     return round(threshold, 4), f"same picture (precision {SAME_PICTURE_PRECISION})"
 
 
+def indexed_example(index: Index, example: QueryInput) -> ItemRecord | None:
+    """The indexed item an example stands for: an item id, or an indexed file unchanged since it
+    was indexed (None: embed the example itself). An unknown item id is an error."""
+    if isinstance(example, int) and not isinstance(example, bool):
+        rec = index.store.get(example)
+        if rec is None:
+            raise ValueError(f"no indexed item with id {example}")
+        return rec
+    if isinstance(example, str | os.PathLike):
+        path = os.path.abspath(os.fspath(example))
+        rec = index.store.get_by_path(path)
+        if rec is not None:
+            st = os.stat(path) if os.path.exists(path) else None
+            if st is not None and (st.st_size, st.st_mtime_ns) == (rec.size, rec.mtime_ns):
+                return rec
+    return None
+
+
 def example_vectors(index: Index, examples: Sequence[QueryInput]) -> np.ndarray:
     """Vectors of examples: stored ones for unchanged indexed files (or item ids), else embedded."""
     out: list[np.ndarray | None] = []
     to_embed: list[tuple[int, QueryInput]] = []
     for i, example in enumerate(examples):
-        rec = None
-        if isinstance(example, int) and not isinstance(example, bool):
-            rec = index.store.get(example)
-            if rec is None:
-                raise ValueError(f"no indexed item with id {example}")
-        elif isinstance(example, str | os.PathLike):
-            path = os.path.abspath(os.fspath(example))
-            rec = index.store.get_by_path(path)
-            if rec is not None:
-                st = os.stat(path) if os.path.exists(path) else None
-                if st is None or (st.st_size, st.st_mtime_ns) != (rec.size, rec.mtime_ns):
-                    rec = None
+        rec = indexed_example(index, example)
         if rec is not None:
             out.append(index.store.vectors([rec.id])[0])
         else:
@@ -181,13 +187,6 @@ def example_vectors(index: Index, examples: Sequence[QueryInput]) -> np.ndarray:
             out[i] = vec
     dim = index.store.dim if hasattr(index.store, "dim") else None
     return np.stack(out) if out else np.zeros((0, dim or 1), dtype=np.float32)  # type: ignore[arg-type]
-
-
-def verify_by_default(index: Index) -> bool:
-    """Whether a sweep checks point for point unless told: for models whose duplicate rule was
-    measured with the check (``ModelSettings.verified_margin``, as ``dups``)."""
-    model = str((index.store.model_identity or {}).get("name", ""))
-    return model_settings(model or None).verified_margin is not None
 
 
 def sweep(
@@ -203,8 +202,8 @@ def sweep(
     ``threshold`` None: the collection's "same picture" cut-off (:func:`same_picture_threshold`).
     The result also names the next tier below the threshold (:class:`NextTier`). ``verify`` (a
     :class:`lookalike.dedup.verify.GeometricCheck`, True for a default one, False for none, None for
-    :func:`verify_by_default`) adds the copies it confirms under the threshold and, under the default
-    rule, drops the matches it denies (module docstring).
+    the model's default, :func:`~lookalike.dedup.groups.pair_check_for`) adds the copies it confirms
+    under the threshold and, under the default rule, drops the matches it denies (module docstring).
     """
     if not like:
         raise ValueError("give at least one example picture to sweep by")
@@ -212,13 +211,7 @@ def sweep(
     by_rule = threshold is None
     if threshold is None:
         threshold, rule = same_picture_threshold(index)
-    check: PairCheck | None = None
-    if verify is True or (verify is None and verify_by_default(index)):
-        from lookalike.dedup.verify import GeometricCheck
-
-        check = GeometricCheck()
-    elif verify is not None and verify is not False:
-        check = verify
+    check = pair_check_for(index.model_name, verify)
     pos = example_vectors(index, like)
     neg = example_vectors(index, unlike) if unlike else None
     scan = _scan(index, pos, neg, threshold, VERIFY_K if check is not None else 0)
@@ -339,15 +332,9 @@ def _denied(
 
 def _example_record(index: Index, check: PairCheck, example: QueryInput) -> ItemRecord | None:
     """The record the check reads a like-example by: the indexed item, else the picture itself."""
-    if isinstance(example, int) and not isinstance(example, bool):
-        return index.store.get(example)
-    if isinstance(example, str | os.PathLike):
-        path = os.path.abspath(os.fspath(example))
-        rec = index.store.get_by_path(path)
-        if rec is not None:
-            st = os.stat(path) if os.path.exists(path) else None
-            if st is not None and (st.st_size, st.st_mtime_ns) == (rec.size, rec.mtime_ns):
-                return rec
+    rec = indexed_example(index, example)
+    if rec is not None:
+        return rec
     picture = getattr(check, "picture", None)
     if picture is None:
         return None
@@ -357,12 +344,12 @@ def _example_record(index: Index, check: PairCheck, example: QueryInput) -> Item
         return None
 
 
-def _highest(scores: np.ndarray, n: int, ids: np.ndarray | None = None):  # type: ignore[no-untyped-def]
-    """The ``n`` highest scores (with their ids, when given)."""
+def _highest(scores: np.ndarray, n: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` highest scores and their ids."""
     if len(scores) <= n:
-        return scores if ids is None else (scores, ids)
+        return scores, ids
     top = np.argpartition(scores, len(scores) - n)[len(scores) - n :]
-    return scores[top] if ids is None else (scores[top], ids[top])
+    return scores[top], ids[top]
 
 
 def next_tier(below: np.ndarray, lowest_match: float | None, label: Callable[[float], str] | None) -> NextTier | None:
