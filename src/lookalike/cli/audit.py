@@ -10,6 +10,7 @@ from rich.table import Table
 
 from lookalike.audit import check as check_files
 from lookalike.audit.check import VERIFY_AUTO_PICTURES
+from lookalike.audit.check import VERIFY_K as CHECK_VERIFY_K
 from lookalike.audit.core import AuditReport, audit
 from lookalike.audit.decisions import KINDS, mark_not_a_problem
 from lookalike.audit.outliers import DEFAULT_OUTLIER_CUTOFF
@@ -202,10 +203,10 @@ def check_command(
         bool | None,
         typer.Option(
             "--verify/--no-verify",
-            help="Also check each new picture point for point (SIFT + RANSAC) against its 16 nearest library "
-            "pictures: turned, cropped, bordered, screenshotted copies are near copies too, and a look-alike the "
-            f"check denies is not. Default: on for the default model, up to {VERIFY_AUTO_PICTURES:,} pictures to "
-            "compare.",
+            help=f"Also check each new picture point for point (SIFT + RANSAC) against its {CHECK_VERIFY_K} nearest "
+            "library pictures: turned, cropped, bordered, screenshotted copies are near copies too, and a "
+            "look-alike the check denies is not. Default: on for the default model, up to "
+            f"{VERIFY_AUTO_PICTURES:,} pictures to compare.",
             show_default=False,
         ),
     ] = None,

@@ -33,6 +33,7 @@ from lookalike.dedup.keep import DEFAULT_KEEP, KEEP_RULES
 from lookalike.dedup.quarantine import LINK_KINDS, QuarantineReport, RestoreReport, quarantine, restore
 from lookalike.dedup.report import dups_html, sweep_html, write_html
 from lookalike.dedup.sweep import KIND_SWEEP_THRESHOLD, SweepResult, sweep
+from lookalike.dedup.sweep import VERIFY_K as SWEEP_VERIFY_K
 from lookalike.dedup.threshold import precision_threshold
 from lookalike.dedup.turns import TurnedViews
 from lookalike.dedup.verify import GeometricCheck
@@ -395,7 +396,8 @@ def sweep_command(
         bool | None,
         typer.Option(
             "--verify/--no-verify",
-            help="Check point for point (SIFT + RANSAC) each example's 64 best items under the threshold and add "
+            help=f"Check point for point (SIFT + RANSAC) each example's {SWEEP_VERIFY_K} best items under the "
+            "threshold and add "
             "the copies it confirms (turned, cropped, bordered, screenshotted); at the default threshold also drop "
             "a match below 0.95 that matches its examples nowhere. Default: on for the default model.",
             show_default=False,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -132,12 +132,7 @@ class VerifyCounts:
     unreadable: int = 0  # files (or examples) the check could not read
 
     def to_dict(self) -> dict[str, int]:
-        return {
-            "checked": self.checked,
-            "confirmed": self.confirmed,
-            "denied": self.denied,
-            "unreadable": self.unreadable,
-        }
+        return asdict(self)
 
 
 def same_picture_threshold(index: Index) -> tuple[float, str]:
