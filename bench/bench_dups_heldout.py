@@ -257,6 +257,41 @@ def search_at1(names: list[str], vectors: np.ndarray, labels: dict[str, Label]) 
     return {kind: float(np.mean(hits[kind])) for kind in FAMILY if hits[kind]}
 
 
+def search_at1_verified(
+    names: list[str],
+    vectors: np.ndarray,
+    labels: dict[str, Label],
+    records: dict[str, object],
+    check: object,
+    verify_k: int,
+) -> dict[str, float]:
+    """:func:`search_at1` as ``search --verify`` ranks: the copy's ``verify_k`` nearest non-copy files
+    (at least ``VERIFY_FLOOR``) checked point for point, confirmed ones first (``copies_first``)."""
+    from lookalike.dedup.copies import copies_first
+
+    @dataclass(frozen=True)
+    class Hit:
+        name: str
+        score: float
+
+    is_copy = np.array([labels[n].kind in FAMILY for n in names])
+    db = np.flatnonzero(~is_copy)
+    vecs = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for q in np.flatnonzero(is_copy):
+        scores = vecs[db] @ vecs[q]
+        order = np.argsort(-scores)[: max(1, verify_k)]
+        ranked = [Hit(names[db[j]], float(scores[j])) for j in order]
+        query = records[names[q]]
+        ordered, _ = copies_first(
+            ranked,
+            lambda hit: check.confirms(query, records[hit.name]),  # type: ignore[attr-defined]  # noqa: B023
+            verify_k=verify_k,
+        )
+        hits[labels[names[q]].kind].append(ordered[0].name == f"{names[q][:4]}_original.jpg")
+    return {kind: float(np.mean(hits[kind])) for kind in FAMILY if hits[kind]}
+
+
 # -- lookalike -----------------------------------------------------------------------------------------
 @dataclass
 class LookalikeRun:
@@ -276,6 +311,8 @@ class LookalikeRun:
     reread: int = 0  # images the check decoded in the default run
     plain: set[Pair] = field(default_factory=set)  # `dups --no-verify`
     plain_s: float = 0.0
+    at1_verified: dict[str, float] = field(default_factory=dict)  # `search --verify`
+    search_verify_s: float = 0.0
 
 
 def run_lookalike(
@@ -284,6 +321,7 @@ def run_lookalike(
     model: str | None,
     turns: bool = False,
     crops: bool = False,
+    search_verify_k: int | None = None,
 ) -> LookalikeRun:
     """`dups` at its defaults (geometric verification on where the model has it), the plain rule
     (`--no-verify`) beside it, the best threshold/margin on this set (an oracle), and the opt-in views."""
@@ -337,8 +375,19 @@ def run_lookalike(
                 )
             records = {rec.id: Path(rec.path).name for rec in index.store.items()}
             ids, vectors = index.store.all_vectors()
-    names = [records[int(i)] for i in ids]
-    vectors = np.asarray(vectors, dtype=np.float32)
+            names = [records[int(i)] for i in ids]
+            vectors = np.asarray(vectors, dtype=np.float32)
+            at1_verified: dict[str, float] = {}
+            search_verify_s = 0.0
+            if verify:
+                from lookalike.dedup.copies import VERIFY_K as SEARCH_VERIFY_K
+
+                by_name = {Path(rec.path).name: rec for rec in index.store.items()}
+                t0 = time.perf_counter()
+                at1_verified = search_at1_verified(
+                    names, vectors, labels, by_name, check, search_verify_k or SEARCH_VERIFY_K
+                )
+                search_verify_s = time.perf_counter() - t0
     return LookalikeRun(
         model,
         threshold,
@@ -356,6 +405,8 @@ def run_lookalike(
         reread,
         plain,
         plain_s,
+        at1_verified,
+        search_verify_s,
     )
 
 
@@ -530,10 +581,16 @@ def print_main_table(runs: dict[str, LookalikeRun], scores: dict[str, Scores]) -
     ]
     for name, cells in rows:
         print(f"| {name} | " + " | ".join(cells) + " |")
-    print("| **recall per edit / copy search accuracy@1** | " + " | ".join("" for _ in runs) + " |")
+    checked = all(runs[w].at1_verified for w in runs)
+    title = "recall per edit / copy search accuracy@1" + (" / with `search --verify`" if checked else "")
+    print(f"| **{title}** | " + " | ".join("" for _ in runs) + " |")
     for kind in FAMILY:
         tag = " (hard)" if kind in HARD else ""
-        cells = [f"{_f(scores[w].recall.get(kind))} / {_f(runs[w].at1.get(kind))}" for w in runs]
+        cells = [
+            f"{_f(scores[w].recall.get(kind))} / {_f(runs[w].at1.get(kind))}"
+            + (f" / {_f(runs[w].at1_verified.get(kind))}" if checked else "")
+            for w in runs
+        ]
         print(f"| {kind}{tag} | " + " | ".join(cells) + " |")
     mild = [float(np.mean([scores[w].recall[k] for k in MILD])) for w in runs]
     hard = [float(np.mean([scores[w].recall[k] for k in HARD])) for w in runs]
@@ -544,6 +601,11 @@ def print_main_table(runs: dict[str, LookalikeRun], scores: dict[str, Scores]) -
         + " |"
     )
     print("| mean copy search accuracy@1 | " + " | ".join(f"{a:.3f}" for a in at1) + " |")
+    if checked:
+        at1v = [float(np.mean(list(runs[w].at1_verified.values()))) for w in runs]
+        cells = [f"{a:.3f} ({runs[w].search_verify_s:.0f} s)" for a, w in zip(at1v, runs, strict=True)]
+        title = "mean copy search accuracy@1 with `search --verify` (time for every copy)"
+        print(f"| {title} | " + " | ".join(cells) + " |")
     cells = [
         f"{runs[w].reread} of {len(runs[w].names)}; {runs[w].dups_s:.1f} s vs {runs[w].plain_s:.1f} s" for w in runs
     ]
@@ -617,6 +679,9 @@ def main() -> None:
     parser.add_argument("--turns", action="store_true", help="also run the opt-in `dups --turns`")
     parser.add_argument("--crops", action="store_true", help="also run the opt-in `dups --crops` (with --turns: both)")
     parser.add_argument("--fastdup-python", default="/work/peers-venv/bin/python")
+    parser.add_argument(
+        "--search-verify-k", type=int, default=None, help="results `search --verify` checks (default: the library's)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.originals, args.singletons, args.natural = 10, 20, 8
@@ -636,7 +701,7 @@ def main() -> None:
         folder, labels = build(which, args)
         built[which] = (folder, labels)
         log(f"{describe(which, labels)} in {folder} ({time.perf_counter() - t0:.0f} s)")
-        runs[which] = run_lookalike(folder, labels, args.model, args.turns, args.crops)
+        runs[which] = run_lookalike(folder, labels, args.model, args.turns, args.crops, args.search_verify_k)
         scores[which] = score(runs[which].pred, labels)
         timings[which]["lookalike index"] = runs[which].index_s
         timings[which]["lookalike dups"] = runs[which].dups_s

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 
 def scene(seed: int, size: tuple[int, int] = (480, 360)) -> Image.Image:
@@ -72,3 +72,50 @@ def photo_collection(
         image.save(root / f"p{i:02d}.jpg", quality=92)
         for name, copy in copies(i, image).items():
             copy.save(root / f"p{i:02d}_{name}.jpg", quality=88)
+
+
+def screenshot(photo: Image.Image, seed: int) -> Image.Image:
+    """The photo at about half the width of a drawn application window (title bar, menu, sidebar of
+    file names, text lines): what every screenshot of one application shares is its chrome."""
+    rng = np.random.default_rng(seed)
+    frame = Image.new("RGB", (1280, 800), (246, 246, 246))
+    draw = ImageDraw.Draw(frame)
+    font = ImageFont.load_default()
+    draw.rectangle((0, 0, 1280, 34), fill=(225, 225, 228))
+    for i, colour in enumerate(((237, 106, 94), (245, 191, 79), (98, 197, 84))):
+        draw.ellipse((12 + 22 * i, 11, 26 + 22 * i, 25), fill=colour)
+    for i, word in enumerate(("File", "Edit", "View", "Image", "Help")):
+        draw.text((14 + 60 * i, 42), word, fill=(60, 60, 60), font=font)
+    draw.rectangle((0, 63, 200, 774), fill=(225, 225, 228))
+    for y in range(80, 760, 26):
+        draw.text((34, y), f"folder_{int(rng.integers(1, 999)):03d}", fill=(60, 60, 60), font=font)
+    scaled = photo.resize((600, round(photo.height * 600 / photo.width)))
+    frame.paste(scaled, (240 + int(rng.integers(0, 300)), 90 + int(rng.integers(0, max(1, 640 - scaled.height)))))
+    for y in range(90, 740, 22):
+        draw.rectangle((900, y + 4, 900 + int(rng.integers(100, 340)), y + 12), fill=(170, 170, 170))
+    return frame
+
+
+def busy_screenshot(photo: Image.Image, seed: int) -> Image.Image:
+    """The photo at a third of a window's width, with text all around it (a sidebar, notes on the
+    right, a row of tags): the textured chrome takes most of the window."""
+    rng = np.random.default_rng(seed)
+    frame = Image.new("RGB", (1280, 800), (246, 246, 246))
+    draw = ImageDraw.Draw(frame)
+    font = ImageFont.load_default()
+    draw.rectangle((0, 0, 1280, 34), fill=(225, 225, 228))
+    for i, word in enumerate(("File", "Edit", "View", "Image", "Help")):
+        draw.text((14 + 60 * i, 42), word, fill=(60, 60, 60), font=font)
+    for y in range(70, 780, 18):
+        draw.text((10, y), f"IMG_{int(rng.integers(1000, 9999))}.jpg", fill=(60, 60, 60), font=font)
+        draw.text(
+            (1080, y), f"note {int(rng.integers(1, 99))} - {int(rng.integers(100, 999))}", fill=(60, 60, 60), font=font
+        )
+    width = int(1280 * rng.uniform(0.33, 0.38))
+    scaled = photo.resize((width, round(photo.height * width / photo.width)))
+    if scaled.height > 640:
+        scaled = scaled.resize((round(scaled.width * 640 / scaled.height), 640))
+    frame.paste(scaled, (130 + int(rng.integers(0, max(1, 940 - 130 - scaled.width))), 80))
+    for x in range(140, 1060, 70):
+        draw.text((x, 740), f"tag{int(rng.integers(10, 99))}", fill=(60, 60, 60), font=font)
+    return frame

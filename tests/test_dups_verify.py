@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from imagegen import photo_collection
+from imagegen import busy_screenshot, photo_collection, screenshot
 from lookalike.dedup.groups import drop_denied, merge_verified
-from lookalike.dedup.verify import GeometricCheck, Match
+from lookalike.dedup.verify import GeometricCheck, Keypoints, Match
 from lookalike.models.builtin import DUP_MARGIN, VERIFIED_MARGIN
 from lookalike.store.base import ItemRecord
 
@@ -127,6 +127,36 @@ def test_the_rule_refuses_degenerate_and_unsupported_matches() -> None:
     assert not check.accepts(Match(11, (1.0, 1.0), 11, 1.0))  # too few inliers
     assert not check.accepts(Match(30, (1.0, 1.0), 200, 1.0))  # a chance agreement among look-alike keypoints
     assert not check.accepts(Match(50, (0.45, 0.2), 60, 1.0))  # too little of either image
+
+
+def test_a_picture_lying_inside_the_other_confirms_on_its_own_cover() -> None:
+    """A photo pasted into a busy screenshot: the inliers cover most of the photo, but only 0.3-0.5
+    of the screenshot (its chrome and text are textured too), so neither the "whole" nor the "part"
+    bound holds. What settles it is where the photo's frame lands: inside the screenshot."""
+    check = GeometricCheck()
+    assert not check.accepts(Match(40, (0.6, 0.4), 60, 0.55))  # where the frames land unknown
+    assert check.accepts(Match(40, (0.6, 0.4), 60, 0.55, (0.3, None)))  # the photo lies inside
+    assert check.accepts(Match(40, (0.4, 0.6), 60, 1.8, (None, 0.3)))  # either way round
+    assert not check.accepts(Match(40, (0.35, 0.4), 60, 0.55, (0.3, None)))  # too little of the photo
+    # a frame that fills most of the other is no "part": two screenshots sharing their chrome
+    assert not check.accepts(Match(40, (0.6, 0.4), 60, 0.95, (0.9, None)))
+
+
+def test_a_degenerate_transform_does_not_hide_the_true_one() -> None:
+    """Many keypoints of one spot of image a (a tiny copy of a spread layout in b) outvote the true
+    transform in RANSAC's first run; the check looks again without them and finds the copy."""
+    rng = np.random.default_rng(0)
+    true_a = rng.uniform(20, 300, (40, 2)).astype(np.float32)
+    true_b = (true_a * 0.5 + np.float32([60, 40])).astype(np.float32)  # the photo at half size, shifted
+    spread_b = rng.uniform(10, 310, (60, 2)).astype(np.float32)
+    spot_a = (spread_b * 0.002 + np.float32([150, 150])).astype(np.float32)  # all within one pixel
+    descriptors = rng.uniform(0, 255, (100, 128)).astype(np.float32)
+    a = Keypoints(np.vstack([true_a, spot_a]), descriptors, (320, 320))
+    b = Keypoints(np.vstack([true_b, spread_b]), descriptors.copy(), (320, 320))
+    check = GeometricCheck()
+    match = check._match(a, b)
+    assert match.inliers >= 35 and abs(match.scale - 0.5) < 0.05, match
+    assert check.accepts(match)
 
 
 def test_an_unreadable_or_vanished_file_simply_does_not_match(edited: dict[str, ItemRecord], tmp_path: Path) -> None:
@@ -413,28 +443,6 @@ def test_cli_check_no_verify_is_the_similarity_rule_alone(library_and_batch: dic
 
 
 # -- a photo inside a screenshot, among many screenshots -----------------------------------------
-def _screenshot(photo: Image.Image, seed: int) -> Image.Image:
-    """The photo at about half the width of a drawn application window (title bar, menu, sidebar of
-    file names, text lines): what every screenshot of one application shares is its chrome."""
-    rng = np.random.default_rng(seed)
-    frame = Image.new("RGB", (1280, 800), (246, 246, 246))
-    draw = ImageDraw.Draw(frame)
-    font = ImageFont.load_default()
-    draw.rectangle((0, 0, 1280, 34), fill=(225, 225, 228))
-    for i, colour in enumerate(((237, 106, 94), (245, 191, 79), (98, 197, 84))):
-        draw.ellipse((12 + 22 * i, 11, 26 + 22 * i, 25), fill=colour)
-    for i, word in enumerate(("File", "Edit", "View", "Image", "Help")):
-        draw.text((14 + 60 * i, 42), word, fill=(60, 60, 60), font=font)
-    draw.rectangle((0, 63, 200, 774), fill=(225, 225, 228))
-    for y in range(80, 760, 26):
-        draw.text((34, y), f"folder_{int(rng.integers(1, 999)):03d}", fill=(60, 60, 60), font=font)
-    scaled = photo.resize((600, round(photo.height * 600 / photo.width)))
-    frame.paste(scaled, (240 + int(rng.integers(0, 300)), 90 + int(rng.integers(0, max(1, 640 - scaled.height)))))
-    for y in range(90, 740, 22):
-        draw.rectangle((900, y + 4, 900 + int(rng.integers(100, 340)), y + 12), fill=(170, 170, 170))
-    return frame
-
-
 @pytest.mark.slow
 def test_a_photo_in_a_screenshot_is_grouped_with_its_original_among_many_screenshots(
     real_photos: list[Path], tmp_path: Path
@@ -461,7 +469,7 @@ def test_a_photo_in_a_screenshot_is_grouped_with_its_original_among_many_screens
                 copy.resize((w * (8 + c % 4) // 12, h * (8 + c % 4) // 12)).save(
                     root / f"original_copy{c:02d}.jpg", quality=40 + 3 * c
                 )
-        _screenshot(image, i).save(root / f"screenshot{i:02d}.png")
+        screenshot(image, i).save(root / f"screenshot{i:02d}.png")
     with Index.open(tmp_path / "db") as index:
         index.add([root], calibrate=False)
         ids, vectors = index.store.vector_rows()
@@ -478,3 +486,27 @@ def test_a_photo_in_a_screenshot_is_grouped_with_its_original_among_many_screens
     assert family | {"screenshot00"} in groups
     # screenshots of different photos stay apart: sharing the window chrome does not make a copy
     assert not any(len({n for n in g if n.startswith("screenshot")}) > 1 for g in groups), groups
+
+
+def test_photos_pasted_into_busy_screenshots_are_confirmed(real_photos: list[Path], tmp_path: Path) -> None:
+    """Shown at a third of the window's width, a photo keeps few of its fine keypoints: the inliers
+    cover 0.4-0.9 of the photo and 0.2-0.4 of the screenshot, where the "whole" and "part" bounds
+    alone confirm 8 of these 10. Where the photo's frame lands (inside the screenshot) confirms the
+    rest, and two screenshots of the same window showing different photos still do not confirm."""
+    check = GeometricCheck()
+    pairs = []
+    for i, src in enumerate(real_photos[:10]):
+        image = Image.open(src).convert("RGB")
+        image.thumbnail((800, 800))
+        image.save(tmp_path / f"photo{i}.jpg", quality=90)
+        busy_screenshot(image, i).save(tmp_path / f"shot{i}.png")
+        pairs.append((_record(tmp_path / f"photo{i}.jpg"), _record(tmp_path / f"shot{i}.png")))
+    matches = [check.check(photo, shot) for photo, shot in pairs]
+    confirmed = [m for m in matches if check.accepts(m)]
+    assert len(confirmed) >= 9, matches
+    # the photo lies inside the screenshot, taking about a seventh of it
+    assert all(m.inside[0] is not None and m.inside[0] < 0.2 for m in confirmed), matches
+    shots = [shot for _, shot in pairs]
+    for i, a in enumerate(shots):
+        for b in shots[i + 1 :]:
+            assert not check.confirms(a, b), (a.path, b.path, check.check(a, b))

@@ -22,6 +22,9 @@ from lookalike.cli.common import (
     out,
     print_json,
 )
+from lookalike.dedup.copies import VERIFY_AUTO_QUERIES, search_verified
+from lookalike.dedup.copies import VERIFY_K as SEARCH_VERIFY_K
+from lookalike.dedup.groups import pair_check_for
 from lookalike.index import Index, is_item_id
 from lookalike.ingest import IngestReport
 from lookalike.search.no_match import NO_MATCH_RULES
@@ -138,6 +141,16 @@ def search_command(
     accept: Annotated[
         float, typer.Option(min=0.5, max=1.0, help="k-NN rule: share of the collection's own items accepted.")
     ] = 0.95,
+    verify: Annotated[
+        bool | None,
+        typer.Option(
+            "--verify/--no-verify",
+            help=f"Also check each query point for point (SIFT + RANSAC) against its {SEARCH_VERIFY_K} most similar "
+            "results: copies (turned, cropped, in a screenshot or a collage) come first, marked. Default: on "
+            f"for the default model, up to {VERIFY_AUTO_QUERIES:,} query images.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Find the indexed images most similar to each query image (or matching --text), best first."""
     queries: list[str | int] = [*(images or []), *(item_id or [])]
@@ -150,7 +163,14 @@ def search_command(
         fail(f"--no-match-rule must be one of {', '.join(NO_MATCH_RULES)}")
     with friendly_errors(db):
         index = Index.open(db, create=False)
-        results = index.search_many(queries, k=k, no_match_rule=no_match_rule, accept_rate=accept) if queries else []
+        check = pair_check_for(index.model_name, verify, within_limit=len(queries) <= VERIFY_AUTO_QUERIES)
+        rule = {"no_match_rule": no_match_rule, "accept_rate": accept}
+        if not queries:
+            results = []
+        elif check is not None:
+            results = search_verified(index, queries, k, check=check, **rule)  # type: ignore[arg-type]
+        else:
+            results = index.search_many(queries, k=k, **rule)  # type: ignore[arg-type]
         results += [index.search_text(t, k=k) for t in text or []]
         index.close()
     if json_output:
@@ -182,14 +202,25 @@ def _print_result(result: QueryResult) -> None:
     if calibrated:
         table.add_column("reading")
         table.add_column("copy prob.", justify="right")
+    copies = any(m.verified for m in result.results)
+    if copies:
+        table.add_column("copy")
     table.add_column("id", justify="right")
     table.add_column("path", overflow="fold")
     for rank, match in enumerate(result.results, 1):
         reading = []
-        if calibrated and match.probability is not None:
-            reading = [match.label or "", f"{match.probability:.0%}"]
+        if calibrated:
+            reading = [match.label or "", f"{match.probability:.0%}" if match.probability is not None else ""]
+        if copies:
+            reading.append("[green]point for point[/green]" if match.verified else "")
         table.add_row(str(rank), f"{match.score:.3f}", *reading, str(match.id), _display_path(match.path))
     out.print(table)
+    checked = result.extra.get("verify")
+    if isinstance(checked, dict) and checked.get("checked"):
+        out.print(
+            f"[dim]point for point: {checked['confirmed']} of the {checked['checked']} most similar results "
+            "are copies of the query[/dim]"
+        )
     if result.extra.get("mode") == "keyword-tags":
         out.print("[dim]keyword match on ImageNet class tags (score: tag probability x share of words matched)[/dim]")
         if not result.results:

@@ -215,7 +215,7 @@ def sweep(
     verified: list[SweepMatch] = []
     if check is not None:
         result.verify = VerifyCounts()
-        examples = [_example_record(index, check, x) for x in like]
+        examples = [example_record(index, check, x) for x in like]
         verified = _confirm(index, check, examples, pos, scan, result.verify)
         if by_rule:  # a sweep for the same picture: a match the check denies is another picture
             for item_id in _denied(check, examples, scan, records):
@@ -325,7 +325,7 @@ def _denied(
     return out
 
 
-def _example_record(index: Index, check: PairCheck, example: QueryInput) -> ItemRecord | None:
+def example_record(index: Index, check: PairCheck, example: QueryInput) -> ItemRecord | None:
     """The record the check reads a like-example by: the indexed item, else the picture itself."""
     rec = indexed_example(index, example)
     if rec is not None:

@@ -12,6 +12,7 @@ class Match:
     With a calibrated collection, ``probability`` is the estimated probability that the pair is a copy
     of the same picture and ``label`` one of ``duplicate``, ``very similar``, ``similar``, ``weak``
     (see docs/calibration.md); both are None otherwise and then left out of ``to_dict``.
+    ``verified``: a copy of the query checked point for point (``search --verify``).
     """
 
     id: int
@@ -21,6 +22,7 @@ class Match:
     height: int
     probability: float | None = None
     label: str | None = None
+    verified: bool = False
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -34,6 +36,8 @@ class Match:
             out["probability"] = round(self.probability, 4)
         if self.label is not None:
             out["label"] = self.label
+        if self.verified:
+            out["verified"] = True
         return out
 
 

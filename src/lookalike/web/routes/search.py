@@ -8,12 +8,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 
+from lookalike.dedup.copies import VERIFY_K, search_verified
+from lookalike.dedup.verify import GeometricCheck
 from lookalike.web.deps import StateDep, UploadsDep
 from lookalike.web.uploads import UPLOAD_ERRORS
 
 MAX_K = 200
 
 K = Annotated[int, Query(ge=1, le=MAX_K, description="How many results (1-200).")]
+VERIFY_HELP = (
+    f"Also check the query point for point against its {VERIFY_K} most similar results: copies (turned, "
+    'cropped, in a screenshot) come first with "verified": true. Reads those images again (about a second).'
+)
 
 router = APIRouter(tags=["api"])
 
@@ -32,6 +38,7 @@ async def search(
             "keyword match on the images' ImageNet class tags.",
         ),
     ] = None,
+    verify: Annotated[bool, Form(description=VERIFY_HELP)] = False,
 ) -> dict[str, object]:
     """Find the k indexed images most like an uploaded picture, or matching ``text``.
     Same schema as `lookalike search --json`."""
@@ -43,16 +50,25 @@ async def search(
     if image is None:
         raise HTTPException(422, "send an image file (field 'image') or words (field 'text')")
     upload = await decode(image)
-    result = await asyncio.wrap_future(state.batcher.submit(upload.image, k))
+    if verify:
+        found = await asyncio.to_thread(search_verified, state.index, [upload.image], k, check=GeometricCheck())
+        result = found[0]
+    else:
+        result = await asyncio.wrap_future(state.batcher.submit(upload.image, k))
     result = dataclasses.replace(result, query=image.filename or "<upload>")
     return {"queries": [state.result_dict(result)]}
 
 
 @router.get("/api/items/{item_id}/similar", responses={404: {"description": "No such item"}})
-def similar(state: StateDep, item_id: int, k: K = 4) -> dict[str, object]:
+def similar(
+    state: StateDep, item_id: int, k: K = 4, verify: Annotated[bool, Query(description=VERIFY_HELP)] = False
+) -> dict[str, object]:
     """Recommendations ("more like this") for an indexed item, itself excluded."""
     state.record(item_id)
-    result = state.index.similar(item_id, k)
+    if verify:
+        result = search_verified(state.index, [item_id], k, check=GeometricCheck())[0]
+    else:
+        result = state.index.similar(item_id, k)
     if result.error:
         raise HTTPException(404, result.error)
     return {"queries": [state.result_dict(result)]}
