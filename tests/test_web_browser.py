@@ -111,6 +111,24 @@ def test_upload_results_item_page_and_no_match(server: str, browser) -> None:  #
     page.close()
 
 
+def test_copies_first_marks_the_copy_checked_point_for_point(server: str, browser) -> None:  # type: ignore[no-untyped-def]
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(server + "/")
+    page.set_input_files("#file", query("edited-copy-windmill-chesterton.jpg"))
+    cards = page.locator("#results .card")
+    cards.first.wait_for(state="visible", timeout=30_000)
+    assert "copy (point for point)" not in cards.first.inner_text()  # off unless asked
+    with page.expect_response("**/api/search") as answer:
+        page.check("#verify")  # re-runs the search for the same picture
+    assert answer.value.ok
+    page.locator("#results .card .label-copy").first.wait_for(state="visible", timeout=30_000)
+    first = cards.first
+    assert "windmill" in (first.locator("img").get_attribute("alt") or "")
+    assert first.inner_text().strip().endswith("copy (point for point)")
+    assert page.locator("#results .label-copy").count() == 1  # the other demo photos are no copies
+    page.close()
+
+
 def test_phone_width_and_browse(server: str, browser) -> None:  # type: ignore[no-untyped-def]
     page = browser.new_page(viewport={"width": 375, "height": 740}, device_scale_factor=2, is_mobile=True)
     page.goto(server + "/")

@@ -4,7 +4,7 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   // The page's parts, by region: the form, the messages, the query preview, the results.
-  const [form, fileInput, kInput] = [$("search-form"), $("file"), $("k")];
+  const [form, fileInput, kInput, verifyInput] = [$("search-form"), $("file"), $("k"), $("verify")];
   const [statusBox, errorBox] = [$("status"), $("error")];
   const [queryFigure, queryImage, queryName] = [$("query"), $("query-image"), $("query-name")];
   const [section, title, grid] = [$("results-section"), $("results-title"), $("results")];
@@ -43,6 +43,12 @@
       label.textContent = String(match.label).replace(/_/g, " ");
       caption.append(" · ", label);
     }
+    if (match.verified) {
+      const copy = document.createElement("span");
+      copy.className = "label label-copy";
+      copy.textContent = "copy (point for point)";
+      caption.append(" · ", copy);
+    }
     a.append(img, caption);
     return a;
   }
@@ -79,6 +85,7 @@
     const body = new FormData();
     body.append("image", file, file.name || "pasted.png");
     body.append("k", kInput.value || "4");
+    if (verifyInput.checked) body.append("verify", "true");
     let response;
     try {
       response = await fetch("/api/search", { method: "POST", body: body });
@@ -113,6 +120,9 @@
   });
   fileInput.addEventListener("change", () => search(fileInput.files[0]));
   kInput.addEventListener("change", () => {
+    if (current) search(current);
+  });
+  verifyInput.addEventListener("change", () => {
     if (current) search(current);
   });
   ["dragenter", "dragover"].forEach((type) =>
