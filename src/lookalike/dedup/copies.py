@@ -44,7 +44,7 @@ S = TypeVar("S", bound=Scored)
 
 @dataclass(frozen=True)
 class CopyCheck:
-    """What the check did for one query: results checked, copies confirmed, images unreadable."""
+    """What the check did for one query: results checked, copies confirmed."""
 
     checked: int = 0
     confirmed: int = 0

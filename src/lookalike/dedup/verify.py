@@ -127,7 +127,7 @@ class Match:
 
     inliers: int
     cover: tuple[float, float]
-    matches: int = 0  # descriptor matches that passed the ratio test (RANSAC's input)
+    matches: int = 0  # ratio-test matches given to the last RANSAC run (a degenerate run's inliers left out)
     scale: float = 1.0  # how much larger the second image shows the picture than the first
     #: Where the transform puts each image's whole frame in the other: the share of the other's area
     #: it takes when it lies inside it (within ``INSIDE_SLACK``), None when it spills out.
