@@ -14,14 +14,14 @@ from fastapi.responses import HTMLResponse
 
 from lookalike.web.deps import PageDep, StateDep
 from lookalike.web.routes.items import PAGE_SIZE
-from lookalike.web.routes.search import MAX_K
+from lookalike.web.routes.search import MAX_K, VERIFY_K
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
 
 @router.get("/")
 def home(state: StateDep, page: PageDep) -> HTMLResponse:
-    return page("search.html", max_k=MAX_K, max_mb=state.max_upload_bytes / 2**20)
+    return page("search.html", max_k=MAX_K, max_mb=state.max_upload_bytes / 2**20, verify_k=VERIFY_K)
 
 
 @router.get("/items/{item_id}")
