@@ -102,3 +102,49 @@ def test_http_search_checks_only_when_asked(screenshots: dict[str, Path]) -> Non
     assert "verify" not in plain and Path(plain["results"][0]["path"]).name != "photo.jpg"
     # "more like this" for the photo: no screenshot in the index shows it
     assert similar["queries"][0]["verify"]["confirmed"] == 0
+
+
+def test_http_verified_searches_run_two_at_a_time(
+    screenshots: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of verified searches queues instead of decoding as many pictures at once as requests
+    arrive: each reads up to 17 images on 2 threads. All of them are answered."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    running, peak, lock = 0, 0, threading.Lock()
+    prepare = GeometricCheck.prepare
+
+    def slow_prepare(self, records):  # type: ignore[no-untyped-def]
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.3)
+        try:
+            return prepare(self, records)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(GeometricCheck, "prepare", slow_prepare)
+    data = screenshots["query"].read_bytes()
+    with TestClient(create_app(screenshots["db"])) as client:
+        photo_id = client.post("/api/search", files={"image": ("q.png", data, "image/png")}, data={"k": "1"}).json()[
+            "queries"
+        ][0]["results"][0]["id"]
+
+        def similar(_: int) -> int:
+            return client.get(f"/api/items/{photo_id}/similar", params={"verify": "true", "k": 2}).status_code
+
+        def upload(_: int) -> int:
+            files = {"image": ("q.png", data, "image/png")}
+            return client.post("/api/search", files=files, data={"k": "2", "verify": "true"}).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(similar, range(4))) + list(pool.map(upload, range(4)))
+            burst = [pool.submit(similar if i % 2 else upload, i) for i in range(8)]
+            codes += [f.result() for f in burst]
+    assert codes == [200] * 16
+    assert peak == 2, peak

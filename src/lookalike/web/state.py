@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import HTTPException
 
-from lookalike.index import Index
+from lookalike.dedup.copies import search_verified
+from lookalike.dedup.verify import GeometricCheck
+from lookalike.index import Index, QueryInput
 from lookalike.search.results import Match, QueryResult
 from lookalike.store.base import ItemRecord
 from lookalike.web.batching import SearchBatcher
@@ -24,6 +28,10 @@ from lookalike.web.uploads import UploadDecoder
 
 #: Longest side of the large thumbnail (the item page's picture, and formats browsers cannot show).
 PREVIEW_SIZE = 1280
+#: Searches checked point for point (``verify=true``) that run at once; more wait their turn. Each
+#: reads up to 17 images and decodes them on 2 threads, so a burst of them would otherwise take every
+#: core and the memory of as many decodes as requests.
+VERIFIED_AT_ONCE = 2
 
 
 class WebState:
@@ -59,6 +67,13 @@ class WebState:
         self.audit_cache: tuple[object, object] | None = None
         self.map_cache: tuple[object, object] | None = None  # (report, its map)
         self.audit_lock = asyncio.Lock()
+        self.verified_slots = threading.BoundedSemaphore(VERIFIED_AT_ONCE)
+
+    def search_verified(self, queries: Sequence[QueryInput], k: int) -> list[QueryResult]:
+        """:func:`lookalike.dedup.copies.search_verified`, at most :data:`VERIFIED_AT_ONCE` at a time
+        (blocking: call it from a worker thread)."""
+        with self.verified_slots:
+            return search_verified(self.index, queries, k, check=GeometricCheck())
 
     def close(self) -> None:
         self.batcher.close()

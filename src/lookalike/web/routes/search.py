@@ -8,8 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 
-from lookalike.dedup.copies import VERIFY_K, search_verified
-from lookalike.dedup.verify import GeometricCheck
+from lookalike.dedup.copies import VERIFY_K
 from lookalike.web.deps import StateDep, UploadsDep
 from lookalike.web.uploads import UPLOAD_ERRORS
 
@@ -51,8 +50,7 @@ async def search(
         raise HTTPException(422, "send an image file (field 'image') or words (field 'text')")
     upload = await decode(image)
     if verify:
-        found = await asyncio.to_thread(search_verified, state.index, [upload.image], k, check=GeometricCheck())
-        result = found[0]
+        result = (await asyncio.to_thread(state.search_verified, [upload.image], k))[0]
     else:
         result = await asyncio.wrap_future(state.batcher.submit(upload.image, k))
     result = dataclasses.replace(result, query=image.filename or "<upload>")
@@ -65,10 +63,7 @@ def similar(
 ) -> dict[str, object]:
     """Recommendations ("more like this") for an indexed item, itself excluded."""
     state.record(item_id)
-    if verify:
-        result = search_verified(state.index, [item_id], k, check=GeometricCheck())[0]
-    else:
-        result = state.index.similar(item_id, k)
+    result = state.search_verified([item_id], k)[0] if verify else state.index.similar(item_id, k)
     if result.error:
         raise HTTPException(404, result.error)
     return {"queries": [state.result_dict(result)]}
