@@ -328,3 +328,34 @@ def test_html_report_and_option_errors(collection: dict[str, object]) -> None:
     ):
         result = runner.invoke(app, ["audit", "--db", db, *args])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+@pytest.mark.slow
+def test_odd_one_out_scores_do_not_depend_on_the_point_for_point_check(
+    photo_library: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reported near-duplicate groups use the check (quarter-turned copies join their photo), but
+    the odd-one-out statistic reads its families from the similarity rule alone, the families its k,
+    weight and cut-off were chosen with (on bench_audit's tuning part the check's families flagged
+    twice the photos)."""
+    root = tmp_path / "collection"
+    shutil.copytree(Path(str(photo_library["root"])), root)
+    for i in range(6):
+        photo(root / f"photo{i:02d}.jpg").transpose(Image.Transpose.ROTATE_90).save(root / f"turned{i}.jpg", quality=90)
+    save_jpeg(placeholder(), root / "coming-soon.jpg")
+
+    def run() -> tuple[dict[str, dict[str, float]], set[frozenset[str]]]:
+        with Index.open(tmp_path / "db") as index:
+            index.add([root])
+            report = audit(index)
+        parts = {Path(a.record.path).name: a.outlier_parts for a in report.items}
+        groups = {frozenset(Path(r.path).name for r in [g.keep, *g.duplicates]) for g in report.near_duplicates}
+        return parts, groups
+
+    checked_parts, checked_groups = run()
+    monkeypatch.setattr("lookalike.dedup.groups.verify_by_default", lambda model, n: False)
+    monkeypatch.setattr("lookalike.audit.core.verify_by_default", lambda model, n: False, raising=False)
+    plain_parts, plain_groups = run()
+    joined_by_check = {g for g in checked_groups if any(n.startswith("turned") for n in g)} - plain_groups
+    assert joined_by_check, (checked_groups, plain_groups)  # the check did change the groups
+    assert checked_parts == plain_parts
