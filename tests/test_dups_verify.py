@@ -15,7 +15,15 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from imagegen import busy_screenshot, photo_collection, screenshot
 from lookalike.dedup.groups import drop_denied, merge_verified
-from lookalike.dedup.verify import GeometricCheck, Keypoints, Match
+from lookalike.dedup.verify import (
+    DEFAULT_FEATURES,
+    FINE_FEATURES,
+    RATIO,
+    GeometricCheck,
+    Keypoints,
+    Match,
+    ratio_matches,
+)
 from lookalike.models.builtin import DUP_MARGIN, VERIFIED_MARGIN
 from lookalike.store.base import ItemRecord
 
@@ -572,3 +580,29 @@ def test_the_second_look_keeps_the_first_looks_keypoints(edited: dict[str, ItemR
         assert (a.inliers, a.matches) == (b.inliers, b.matches), name
     with pytest.raises(ValueError):
         GeometricCheck(features=300, fine_features=200)
+
+
+def test_the_ratio_test_keeps_the_matches_opencvs_brute_force_matcher_keeps(edited: dict[str, ItemRecord]) -> None:
+    """``ratio_matches`` (one matrix product) replaced OpenCV's ``BFMatcher.knnMatch(k=2)`` for
+    speed; on real keypoints (copies and distinct photos, first and second look) it must keep the
+    same matches, in the same order, or every tuned figure of the check would move."""
+    import cv2
+
+    check = GeometricCheck()
+    names = ("original", "rot90", "crop60", "border_grey", "small", "other0", "other1", "other2")
+    kept = {name: check.keypoints(edited[name]) for name in names}
+    compared = matched = 0
+    for n in (DEFAULT_FEATURES, FINE_FEATURES):
+        for a in names:
+            for b in names:
+                ka, kb = kept[a], kept[b]
+                assert ka is not None and kb is not None
+                da, db = ka.strongest(n).descriptors, kb.strongest(n).descriptors
+                pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(da.astype(np.float32), db.astype(np.float32), k=2)
+                good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
+                query, train = ratio_matches(da, db)
+                assert query.tolist() == [g.queryIdx for g in good], (n, a, b)
+                assert train.tolist() == [g.trainIdx for g in good], (n, a, b)
+                compared += 1
+                matched += len(good)
+    assert compared == 2 * len(names) ** 2 and matched > 1000  # copies give many matches, not only empty lists

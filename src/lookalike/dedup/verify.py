@@ -28,7 +28,9 @@ refuses but where it found a few inliers is matched again with up to 800 a side 
 keypoints, too few of the 300 strongest over the whole collage.
 
 Cost: one decode at ``side`` pixels and one SIFT pass per image taking part (about 35 ms on one
-core at 320 px, plus the decode), then about 1 ms per checked pair, 3-5 ms per second look.
+core at 320 px, plus the decode), then about 0.8 ms per checked pair and 1.6 ms per second look
+(:func:`ratio_matches`: the ratio test as one matrix product; OpenCV's brute-force matcher took 1.1
+and 3.0 ms, with the same matches).
 Features are cached per content (sha256) for the life of the :class:`GeometricCheck`. Files are
 read through the library's loader (the same byte and pixel limits as indexing); an unreadable file
 simply does not match.
@@ -41,6 +43,7 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
@@ -137,11 +140,24 @@ class Keypoints:
     descriptors: np.ndarray
     size: tuple[int, int]
 
+    @cached_property
+    def _prefixes(self) -> dict[int, Keypoints]:
+        return {}
+
     def strongest(self, n: int) -> Keypoints:
-        """The ``n`` strongest keypoints (they are stored strongest first)."""
+        """The ``n`` strongest keypoints (they are stored strongest first; views, kept per ``n`` so
+        that what is derived from them, :attr:`textured`, is computed once per image and look)."""
         if len(self.points) <= n:
             return self
-        return Keypoints(self.points[:n], self.descriptors[:n], self.size)
+        kept = self._prefixes.get(n)
+        if kept is None:
+            kept = self._prefixes[n] = Keypoints(self.points[:n], self.descriptors[:n], self.size)
+        return kept
+
+    @cached_property
+    def textured(self) -> int:
+        """How many grid cells hold any of these keypoints."""
+        return len(self.cells(self.points))
 
     def cells(self, points: np.ndarray) -> set[int]:
         """The grid cells (``GRID`` x ``GRID``) that hold these points."""
@@ -223,6 +239,27 @@ def _inside(
     except np.linalg.LinAlgError:
         return (None, None)
     return (_frame_inside(forward, size_a, size_b), _frame_inside(backward, size_b, size_a))
+
+
+def ratio_matches(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lowe's ratio test between two descriptor sets (n, 128) and (m, 128), m >= 2: the rows of ``a``
+    whose nearest row of ``b`` lies closer than ``RATIO`` times the second nearest, and those nearest
+    rows, in the order of ``a``. The same matches as OpenCV's brute-force ``knnMatch(k=2)`` (checked
+    on real keypoints), at half its time: one matrix product for the squared distances, whose
+    ``|a|^2`` term is added only to the two kept per row (it does not change which are nearest)."""
+    fa, fb = a.astype(np.float32), b.astype(np.float32)
+    d2 = fa @ fb.T
+    d2 *= -2.0
+    d2 += np.einsum("ij,ij->i", fb, fb)[None, :]
+    rows = np.arange(len(fa))
+    nearest = d2.argmin(axis=1)
+    best = d2[rows, nearest]
+    d2[rows, nearest] = np.inf
+    second = d2.min(axis=1)
+    norms = np.einsum("ij,ij->i", fa, fa)
+    best, second = np.maximum(best + norms, 0.0), np.maximum(second + norms, 0.0)
+    kept = np.flatnonzero(np.sqrt(best) < RATIO * np.sqrt(second))
+    return kept, nearest[kept]
 
 
 def _sift(features: int):  # type: ignore[no-untyped-def]
@@ -441,14 +478,10 @@ class GeometricCheck:
 
         if len(ka.points) < 4 or len(kb.points) < 4:
             return Match.none()
-        pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(
-            ka.descriptors.astype(np.float32, copy=False), kb.descriptors.astype(np.float32, copy=False), k=2
-        )
-        good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
-        if len(good) < 4:
-            return Match(0, (0.0, 0.0), len(good))
-        src = ka.points[[g.queryIdx for g in good]]
-        dst = kb.points[[g.trainIdx for g in good]]
+        query, train = ratio_matches(ka.descriptors, kb.descriptors)
+        if len(query) < 4:
+            return Match(0, (0.0, 0.0), len(query))
+        src, dst = ka.points[query], kb.points[train]
         for tries_left in range(RANSAC_TRIES - 1, -1, -1):
             transform, mask = cv2.estimateAffinePartial2D(
                 src, dst, method=cv2.RANSAC, ransacReprojThreshold=REPROJECTION * self.side
@@ -463,7 +496,7 @@ class GeometricCheck:
         inliers = int(keep.sum())
         floor = GRID * GRID * MIN_TEXTURED
         cover = (
-            len(ka.cells(src[keep])) / max(floor, len(ka.cells(ka.points))),
-            len(kb.cells(dst[keep])) / max(floor, len(kb.cells(kb.points))),
+            len(ka.cells(src[keep])) / max(floor, ka.textured),
+            len(kb.cells(dst[keep])) / max(floor, kb.textured),
         )
         return Match(inliers, cover, len(src), scale, _inside(transform, ka.size, kb.size))
