@@ -7,7 +7,6 @@ the bundled demo photos plus a planted dark copy and a "pictures coming soon" pl
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from lookalike.index import Index
 from lookalike.web import create_app
 from test_audit import dark, photo, placeholder, save_jpeg
 from test_web_browser import CHROMIUM
-from webserver import served
+from webserver import served, wait_for_images
 
 TOKEN = "audit-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -101,11 +100,7 @@ def test_audit_page_and_map_render_and_link_to_items(server: str) -> None:
         dark_card = page.locator("#issue-dark + .grid .card", has_text="planted-dark.jpg")
         assert dark_card.count() == 1
         odd.first.scroll_into_view_if_needed()  # thumbnails load lazily, as they come into view
-        loaded = "[...document.querySelectorAll('#outliers img')].every(i => i.complete && i.naturalWidth > 0)"
-        deadline = time.monotonic() + 30  # (wait_for_function evaluates a string, which the page's CSP forbids)
-        while not page.evaluate(loaded):
-            assert time.monotonic() < deadline, "thumbnails did not load"
-            time.sleep(0.1)
+        wait_for_images(page, "#outliers")
         points = page.locator("#map a.point")
         assert points.count() >= 20
         assert page.locator("#map circle.flagged").count() >= 2

@@ -8,7 +8,6 @@ demo photos and the default model, so it runs offline. Saves ``docs/screenshot.p
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from lookalike.demo import demo_images_dir, demo_queries_dir
 from lookalike.index import Index
 from lookalike.web import create_app
-from webserver import served
+from webserver import served, wait_for_images
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -78,13 +77,7 @@ def test_upload_results_item_page_and_no_match(server: str, browser) -> None:  #
     assert page.locator("#no-match").is_hidden()
     assert page.locator("#query-image").is_visible()
     # Every thumbnail actually loaded (naturalWidth > 0), none broken.
-    # (polled here: wait_for_function's string predicate failed in CI with an EvalError, since the
-    # page's CSP forbids eval; it passed on other runs, as test_web_audit.py notes too)
-    loaded = "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
-    deadline = time.monotonic() + 30
-    while not page.evaluate(loaded):
-        assert time.monotonic() < deadline, "thumbnails did not load"
-        time.sleep(0.1)
+    wait_for_images(page, "#results")
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 

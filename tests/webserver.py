@@ -33,3 +33,14 @@ def served(app: object, timeout: float = 60.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def wait_for_images(page: object, selector: str, timeout: float = 30.0) -> None:
+    """Wait until every ``<img>`` under ``selector`` has loaded (naturalWidth > 0). Polled from Python:
+    Playwright's ``wait_for_function`` with a string predicate failed in CI with an EvalError, since
+    the app's CSP forbids eval."""
+    loaded = f"[...document.querySelectorAll({selector!r} + ' img')].every(i => i.complete && i.naturalWidth > 0)"
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(loaded):  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, f"images under {selector} did not load"
+        time.sleep(0.1)
