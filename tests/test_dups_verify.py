@@ -90,7 +90,7 @@ def test_different_photos_are_denied_and_copies_never_are(edited: dict[str, Item
     mirror = _record(tmp_path / "mirror.jpg")
     assert not check.confirms(edited["original"], mirror)
     assert not check.denies(edited["original"], mirror)
-    assert check.mirrored >= 1  # read again, mirrored, only to be denied or not
+    assert check.mirrored >= 1  # checked mirrored, only to be denied or not
     # a flat image holds too few keypoints to tell: no denial, the similarity rule's call stands
     Image.new("RGB", (300, 200), (120, 140, 160)).save(tmp_path / "flat.png")
     assert not check.denies(edited["original"], _record(tmp_path / "flat.png"))
@@ -606,3 +606,67 @@ def test_the_ratio_test_keeps_the_matches_opencvs_brute_force_matcher_keeps(edit
                 compared += 1
                 matched += len(good)
     assert compared == 2 * len(names) ** 2 and matched > 1000  # copies give many matches, not only empty lists
+
+
+def test_mirrored_keypoints_are_what_sift_finds_in_the_mirror_image(edited: dict[str, ItemRecord]) -> None:
+    """``Keypoints.mirrored`` (denies' mirror check, without a second read and SIFT pass) must
+    describe the mirror image as SIFT itself does: where SIFT finds a keypoint at the same place in
+    the mirror image, it has the same descriptor, and the two sets match point for point under the
+    identity (descriptors merely moved to mirrored places, not permuted, match few)."""
+    check = GeometricCheck()
+    found = agreeing = 0
+    for name in ("original", "other0", "other1", "other2"):
+        grey = Image.open(edited[name].path).convert("L")
+        grey.thumbnail((check.side, check.side))
+        own = check._features(grey)
+        derived = own.mirrored()
+        sift = check._features(grey.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+        assert derived.size == sift.size
+        for point, descriptor in zip(derived.points, derived.descriptors.astype(int), strict=True):
+            here = np.flatnonzero(np.abs(sift.points - point).max(axis=1) < 0.01)
+            if len(here):
+                found += 1
+                agreeing += int(np.abs(sift.descriptors[here].astype(int) - descriptor).max(axis=1).min() <= 2)
+        match = check._match(derived.strongest(DEFAULT_FEATURES), sift.strongest(DEFAULT_FEATURES))
+        n = min(len(derived.points), len(sift.points), DEFAULT_FEATURES)
+        assert match.inliers >= 0.4 * n and abs(match.scale - 1.0) < 0.02 and min(match.cover) > 0.75, name
+        unpermuted = Keypoints(derived.points, own.descriptors, own.size)
+        assert check._match(unpermuted, sift).inliers < 0.5 * match.inliers, name
+    assert agreeing >= 0.9 * found and found > 300
+
+
+def test_pairs_checked_in_parallel_get_the_answers_of_one_by_one(edited: dict[str, ItemRecord]) -> None:
+    """``confirms_all``/``denies_all`` (two threads, what ``dups`` uses) must answer as ``confirms``
+    and ``denies`` do one pair at a time, and count a pair once even when it is asked twice at once."""
+    names = ("original", "rot90", "crop60", "border_grey", "small", "other0", "other1", "other2")
+    pairs = [(edited[a], edited[b]) for a in names for b in names if a != b]
+    pairs += pairs[:10]  # asked again in the same batch, and from either side (a, b) / (b, a) above
+    one, many = GeometricCheck(workers=1), GeometricCheck(workers=2)
+    confirmed = [one.confirms(a, b) for a, b in pairs]
+    denied = [one.denies(a, b) for a, b in pairs]
+    assert many.confirms_all(pairs) == confirmed and many.denies_all(pairs) == denied
+    assert any(confirmed) and any(denied) and not all(confirmed)
+    assert (many.checked, many.second_looks, many.mirrored) == (one.checked, one.second_looks, one.mirrored)
+
+
+def test_one_blas_thread_restores_blas_after_overlapping_blocks() -> None:
+    """Blocks left in another order than they were entered (two threads checking pairs at once) put
+    BLAS back as it was only when the last one leaves (a plain threadpoolctl limit per block would
+    restore two threads while the other block still runs, or "one thread" for good)."""
+    from threadpoolctl import threadpool_info
+
+    from lookalike.dedup.verify import one_blas_thread
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before and max(before) > 1  # this machine has 2 cores: a limit to 1 can be seen
+    first, second = one_blas_thread(), one_blas_thread()
+    first.__enter__()
+    assert set(blas_threads()) == {1}
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first to enter leaves first
+    assert set(blas_threads()) == {1}
+    second.__exit__(None, None, None)
+    assert blas_threads() == before

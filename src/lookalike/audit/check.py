@@ -214,6 +214,13 @@ def _verified(
         asked.append([rec for h in close if (rec := store.get(h.id)) is not None])
     pair_check.prepare([*records, *(m.record for ms in near for m in ms if m.score < DENY_BELOW)])
     pair_check.prepare([rec for recs in asked for rec in recs])
+    # every pair below is asked: check them in parallel first (the answers are cached)
+    pair_check.denies_all(
+        [(rec, m.record) for rec, matches in zip(records, near, strict=True) for m in matches if m.score < DENY_BELOW]
+    )
+    pair_check.confirms_all(
+        [(rec, o) for rec, recs in zip(records, asked, strict=True) for o in recs if o.sha256 != rec.sha256]
+    )
     out = []
     for rec, hits, matches, candidates in zip(records, found, near, asked, strict=True):
         score_of = {h.id: h.score for h in hits}

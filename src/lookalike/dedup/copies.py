@@ -91,7 +91,7 @@ def search_verified(
         if query_record is None:
             out.append(dataclasses.replace(result, results=result.results[:k]))
             continue
-        check.prepare([query_record, *(r for r in records.values() if r is not None)])
+        check.confirms_all([(query_record, r) for r in records.values() if r is not None])  # in parallel, cached
         confirms = _confirms_against(check, query_record, records)
         ordered, confirmed = copies_first(result.results, confirms, verify_k=verify_k)
         marked = [dataclasses.replace(m, verified=True) for m in ordered[: len(confirmed)]] + ordered[len(confirmed) :]

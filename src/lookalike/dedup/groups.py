@@ -69,6 +69,10 @@ class PairCheck(Protocol):
 
     def denies(self, a: ItemRecord, b: ItemRecord) -> bool: ...
 
+    def confirms_all(self, pairs: Iterable[tuple[ItemRecord, ItemRecord]]) -> list[bool]: ...
+
+    def denies_all(self, pairs: Iterable[tuple[ItemRecord, ItemRecord]]) -> list[bool]: ...
+
 
 #: Extra views of some records (e.g. their quarter turns, :class:`lookalike.dedup.turns.TurnedViews`):
 #: record id -> ``(m, d)`` unit vectors.
@@ -582,12 +586,15 @@ def drop_denied(
     *,
     below: float | None = None,
     prepare: Callable[[set[int]], None] | None = None,
+    precheck: Callable[[list[tuple[int, int]]], object] | None = None,
 ) -> int:
     """Take out of each group the members scoring below ``below`` whose pair with the anchor
     ``denies(anchor, member)`` (e.g. no local features agree: two different fish photos). Why:
     in a collection of one kind of picture, distinct photos can score as high as copies and stand
     out from a crowd of other kinds, so no similarity rule keeps them apart; points do. Members with
-    an unknown score (NaN) are left alone. Edits ``clusters`` in place; returns how many left.
+    an unknown score (NaN) are left alone. ``precheck(pairs)``, when given, is called once with
+    every pair to be asked (to check them in parallel before they are asked one by one). Edits
+    ``clusters`` in place; returns how many left.
     """
     below = DENY_BELOW if below is None else below
     asked = [(anchor, m) for anchor, members in clusters for m, score in members if score < below]
@@ -595,10 +602,18 @@ def drop_denied(
         return 0
     if prepare is not None:
         prepare({r for pair in asked for r in pair})
+    if precheck is not None:
+        precheck(asked)
     out = {pair for pair in asked if denies(*pair)}
     for g, (anchor, members) in enumerate(clusters):
         clusters[g] = (anchor, [(m, sc) for m, sc in members if (anchor, m) not in out])
     return len(out)
+
+
+#: :func:`merge_verified` announces this many candidate pairs at a time to ``precheck``: enough to
+#: keep two threads busy, few enough that merges among them leave little checked in vain (on the
+#: 1,000 photos of bench_e2e, 64 at a time checked 7,983 pairs where one by one checked 7,962).
+PRECHECK_AHEAD = 64
 
 
 def merge_verified(
@@ -608,6 +623,7 @@ def merge_verified(
     *,
     n: int,
     prepare: Callable[[set[int]], None] | None = None,
+    precheck: Callable[[list[tuple[int, int]]], object] | None = None,
     forbidden: set[tuple[int, int]] | None = None,
 ) -> int:
     """Merge groups (and lone rows) whose candidate pair ``confirms(i, j)`` (e.g. a geometric check).
@@ -620,7 +636,9 @@ def merge_verified(
     are about. A confirmed pair merges the smaller unit into the larger (keeping its anchor), so a
     family split by the similarity rule (its quarter turns in a group of their own) becomes one
     group again. ``prepare(rows)`` is called once with the anchors to check (to decode them in
-    parallel). Edits ``clusters`` in place (merged groups are left
+    parallel). ``precheck(pairs)``, when given, is called with the next ``PRECHECK_AHEAD`` pairs of
+    anchors to be asked (to check them in parallel; a merge among them may leave a few unasked, and
+    asks a pair it did not announce). Edits ``clusters`` in place (merged groups are left
     empty; new groups appended); returns how many rows moved.
     """
     forbidden = forbidden or set()
@@ -646,7 +664,14 @@ def merge_verified(
         prepare({unit_of[r] for _, i, j in order for r in (i, j)})
     moved = 0
     checked: set[tuple[int, int]] = set()
-    for _, i, j in order:
+    for at, (_, i, j) in enumerate(order):
+        if precheck is not None and at % PRECHECK_AHEAD == 0:
+            ahead: dict[tuple[int, int], tuple[int, int]] = {}
+            for _, x, y in order[at : at + PRECHECK_AHEAD]:
+                u, v = unit_of[x], unit_of[y]
+                if u != v and (min(u, v), max(u, v)) not in checked:
+                    ahead.setdefault((min(u, v), max(u, v)), (u, v))
+            precheck(list(ahead.values()))
         a, b = unit_of[i], unit_of[j]
         if a == b or (min(a, b), max(a, b)) in checked:
             continue
@@ -809,6 +834,7 @@ def find_duplicate_groups(
             clusters,
             lambda i, j: pair_check.denies(record(i), record(j)),
             prepare=lambda rows_: pair_check.prepare([record(r) for r in sorted(rows_)]),
+            precheck=lambda pairs: pair_check.denies_all([(record(i), record(j)) for i, j in pairs]),
         )
 
         wide = (
@@ -830,6 +856,7 @@ def find_duplicate_groups(
             lambda i, j: pair_check.confirms(record(i), record(j)),
             n=len(shas),
             prepare=lambda rows_: pair_check.prepare([record(r) for r in sorted(rows_)]),
+            precheck=lambda pairs: pair_check.confirms_all([(record(i), record(j)) for i, j in pairs]),
             forbidden=forbidden,
         )
     groups: list[DupGroup] = []

@@ -299,6 +299,8 @@ def _confirm(
     records = {i: rec for i in wanted if (rec := index.store.get(i)) is not None}
     check.prepare([x for x in examples if x is not None and x.id >= 0])
     check.prepare(list(records.values()))
+    # every pair below is asked: check them in parallel first (the answers are cached)
+    check.confirms_all([(examples[e], rec) for i, rec in records.items() for e in wanted[i]])  # type: ignore[misc]
     out: list[SweepMatch] = []
     for item_id, rec in records.items():
         counts.checked += 1
