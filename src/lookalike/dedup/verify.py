@@ -464,8 +464,9 @@ class GeometricCheck:
         if key not in self._cache:
             own = self.keypoints(rec)
             with self._lock:
-                self._cache[key] = None if own is None else own.mirrored()
-                self.mirrored += 1
+                if key not in self._cache:  # another thread may have derived it meanwhile
+                    self._cache[key] = None if own is None else own.mirrored()
+                    self.mirrored += 1
         return self._cache[key]
 
     def denies(self, a: ItemRecord, b: ItemRecord) -> bool:
