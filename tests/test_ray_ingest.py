@@ -18,6 +18,7 @@ pytest.importorskip("ray")
 
 import contextlib
 
+from lookalike.imaging.checkpicture import PICTURE_KIND
 from lookalike.index import Index
 
 pytestmark = pytest.mark.slow  # starts two Ray node processes and loads MobileNetV2 in each actor
@@ -120,6 +121,7 @@ def test_ray_cluster_embeds_like_a_local_run(tmp_path: Path, ray_cluster: str) -
         nodes = [n for n in ray.nodes() if n["Alive"]]
         assert len(nodes) == 2  # really a two-node cluster
         vec_ray = by_path(distributed)
+        kept_ray = distributed.store.pictures(PICTURE_KIND, [r.sha256 for r in distributed.store.items()])
         # Re-running resumes: nothing is embedded again; a new file is the only work.
         (folder / "00.jpg").rename(folder / "moved.jpg")
         again = distributed.add(folder, ray=ray_cluster, workers=2)
@@ -127,6 +129,9 @@ def test_ray_cluster_embeds_like_a_local_run(tmp_path: Path, ray_cluster: str) -
     with Index.open(tmp_path / "local-db") as local:
         local.add(folder)
         vec_local = by_path(local)
+        kept_local = local.store.pictures(PICTURE_KIND, [r.sha256 for r in local.store.items()])
+    # the geometric check's copies travel back from the actors: the same bytes as a local run keeps
+    assert len(kept_local) == 14 and kept_ray == kept_local
     assert set(vec_local) == set(vec_ray) - {str(folder / "00.jpg")} | {str(folder / "moved.jpg")}
     for path, vec in vec_local.items():
         ray_vec = vec_ray[str(folder / "00.jpg")] if path.endswith("moved.jpg") else vec_ray[path]

@@ -13,11 +13,13 @@ import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from lookalike.imaging import checkpicture
+from lookalike.imaging.checkpicture import PICTURE_KIND, decode_is_large_enough, encode_check_picture
 from lookalike.imaging.discover import FoundFile, Skip, walk_images
 from lookalike.imaging.formats import skip_still_holds
 from lookalike.imaging.load import DEFAULT_MAX_PIXELS, ImageLoadError, decode_image, read_bytes
@@ -79,12 +81,18 @@ class Progress:
 
 
 def prepare_file(
-    found: FoundFile, embedder: Embedder, max_pixels: int, known: Callable[[str], bool]
+    found: FoundFile,
+    embedder: Embedder,
+    max_pixels: int,
+    known: Callable[[str], bool],
+    *,
+    keep_picture: bool = False,
 ) -> Work[FoundFile] | Skip:
     """Worker: read once, hash, and (unless the content is known) decode, measure and preprocess.
 
     ``info`` carries ``sha256`` and, for new content, ``width``/``height`` and the picture's
-    :func:`~lookalike.imaging.stats.pixel_stats` (taken from the same decode).
+    :func:`~lookalike.imaging.stats.pixel_stats` (taken from the same decode); with ``keep_picture``
+    also ``picture``, the geometric check's small copy (:mod:`lookalike.imaging.checkpicture`).
     """
     try:
         data = read_bytes(found.path)
@@ -95,6 +103,8 @@ def prepare_file(
     except ImageLoadError as exc:
         return Skip(found.path, exc.reason, exc.detail)
     info = {"sha256": sha, "width": loaded.width, "height": loaded.height, "stats": pixel_stats(loaded.image)}
+    if keep_picture and decode_is_large_enough(loaded.image.size, (loaded.width, loaded.height)):
+        info["picture"] = encode_check_picture(loaded.image)
     return Work(found, [embedder.preprocess(loaded.image)], info)
 
 
@@ -165,6 +175,11 @@ class IngestRun:
         self.progress.found(len(self.todo))
         return list(self.todo.values())
 
+    def keeps_pictures(self, todo: Sequence[FoundFile]) -> bool:
+        """Whether this run keeps the geometric check's copies of its new pictures: where ``dups``
+        checks by default (:data:`lookalike.imaging.checkpicture.VERIFIED_UP_TO` items), not past it."""
+        return len(self.store) + len(todo) <= checkpicture.VERIFIED_UP_TO
+
     def failed(self, skip: Skip) -> None:
         """A planned file that could not be read or decoded."""
         self.skip(skip)
@@ -184,8 +199,12 @@ class IngestRun:
         self.progress.advance()
         return True
 
-    def commit(self, records: Sequence[ItemRecord], vectors: np.ndarray) -> None:
-        """Store one embedded batch in one atomic write."""
+    def commit(
+        self, records: Sequence[ItemRecord], vectors: np.ndarray, pictures: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Store one embedded batch in one atomic write, then the check's copies of its pictures
+        (content sha256 -> bytes) in another: a crash between the two leaves items whose copies
+        are missing, which the check reads from the files instead."""
         for rec in records:
             if rec.path in self.states:
                 self.report.updated += 1
@@ -193,6 +212,8 @@ class IngestRun:
                 self.report.added += 1
             self._remember_replaced(rec.path, rec.sha256)
         self.store.add(records, vectors)
+        if pictures:
+            self.store.add_pictures(PICTURE_KIND, pictures)
         self.report.embedded += len(records)
         self.progress.advance(len(records))
 
@@ -288,22 +309,31 @@ def ingest(
     todo = run.plan()
     embed_again: set[str] = set()  # files whose known content was overwritten before they were reused
     known = _KnownHashes(store, run.replaced)  # type: ignore[arg-type]
+    keep_pictures = run.keeps_pictures(todo)
 
     def prepare(found: FoundFile) -> Work[FoundFile] | Skip:
-        return prepare_file(found, embedder, max_pixels, (lambda sha: False) if found.path in embed_again else known)
+        return prepare_file(
+            found,
+            embedder,
+            max_pixels,
+            (lambda sha: False) if found.path in embed_again else known,
+            keep_picture=keep_pictures,
+        )
 
     class Sink:
         def finished(self, done: list[tuple[Work[FoundFile], np.ndarray]], extras: list[dict[str, object]]) -> None:
-            records, vectors = [], []
+            records, vectors, pictures = [], [], {}
             for (work, vecs), extra in zip(done, extras, strict=True):
                 if len(vecs):
                     records.append(file_record(work, extra))
                     vectors.append(vecs[0])
+                    if "picture" in work.info:
+                        pictures[str(work.info["sha256"])] = work.info["picture"]
                 elif not run.reuse(work):  # its content was overwritten since the worker hashed it
                     embed_again.add(work.item.path)
                     pipeline.submit(work.item)
             if records:
-                run.commit(records, np.stack(vectors))  # one atomic store write per model batch
+                run.commit(records, np.stack(vectors), pictures)  # one atomic store write per model batch
 
         def skipped(self, item: FoundFile, skip: Skip) -> None:
             run.failed(skip)

@@ -146,7 +146,7 @@ def check(
         if not _exact_copies(store, result, sha, max_matches) and len(store):
             to_embed.append((result, data, ItemRecord(found.path, sha, len(data), 0, 0, 0)))
     results.extend(CheckResult(s.path, "unreadable", reason=f"{s.reason}: {s.detail}") for s in skipped)
-    pair_check = pair_check_for(model_name, verify, within_limit=len(to_embed) <= VERIFY_AUTO_PICTURES)
+    pair_check = pair_check_for(model_name, verify, within_limit=len(to_embed) <= VERIFY_AUTO_PICTURES, stores=[store])
     crowds: dict[int, float] = {}
     for start in range(0, len(to_embed), _BATCH):
         batch = to_embed[start : start + _BATCH]
@@ -300,7 +300,9 @@ def check_against(
             continue
         if not _exact_copies(store, result, rec.sha256, max_matches) and len(store):
             pending.append((result, rec))
-    pair_check = pair_check_for(model_name, verify, within_limit=len(pending) <= VERIFY_AUTO_PICTURES)
+    pair_check = pair_check_for(
+        model_name, verify, within_limit=len(pending) <= VERIFY_AUTO_PICTURES, stores=[store, index.store]
+    )
     for start in range(0, len(pending), batch):
         part = pending[start : start + batch]
         vectors = np.asarray(index.store.vectors([rec.id for _, rec in part]), dtype=np.float32)

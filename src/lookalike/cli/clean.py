@@ -187,7 +187,7 @@ def dups_command(
                 verify=verify,
             )
             views = TurnedViews(index.model, turns=turns, crops=crops) if turns or crops else None
-            check = GeometricCheck() if verify else None
+            check = GeometricCheck(stores=[index.store]) if verify else None
             groups = find_duplicate_groups(
                 index.store,
                 used,
@@ -226,6 +226,7 @@ def dups_command(
         if check is not None:
             document["verify"] = {
                 "images": check.decoded,
+                "from_index": check.from_index,
                 "mirrored": check.mirrored,
                 "unreadable": check.unreadable,
                 "pairs": check.checked,
@@ -373,7 +374,13 @@ def _print_groups(
     rule = f"threshold {threshold:.3f}" + (f", margin {margin:.2f}" if margin > 0 else "")
     if check is not None:
         unreadable = f", {check.unreadable} unreadable" if check.unreadable else ""
-        rule += f", verified point for point: {check.decoded} images re-read{unreadable}"
+        files = check.decoded - check.from_index
+        read = (
+            f"{check.decoded} images checked ({files} read from their files)"
+            if files
+            else f"{check.decoded} images checked"
+        )
+        rule += f", verified point for point: {read}{unreadable}"
     out.print(f"{len(groups)} groups, {n_dups} duplicates ({rule})")
 
 

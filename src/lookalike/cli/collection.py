@@ -163,7 +163,9 @@ def search_command(
         fail(f"--no-match-rule must be one of {', '.join(NO_MATCH_RULES)}")
     with friendly_errors(db):
         index = Index.open(db, create=False)
-        check = pair_check_for(index.model_name, verify, within_limit=len(queries) <= VERIFY_AUTO_QUERIES)
+        check = pair_check_for(
+            index.model_name, verify, within_limit=len(queries) <= VERIFY_AUTO_QUERIES, stores=[index.store]
+        )
         rule = {"no_match_rule": no_match_rule, "accept_rate": accept}
         if not queries:
             results = []
@@ -253,7 +255,7 @@ def info_command(
     for key, value in info.items():
         if key in ("created_at", "updated_at") and isinstance(value, int | float):
             value = dt.datetime.fromtimestamp(value).isoformat(timespec="seconds")
-        elif key == "size_bytes" and isinstance(value, int):
+        elif key in ("size_bytes", "check_pictures_bytes") and isinstance(value, int):
             value = f"{value / 1e6:.1f} MB"
         elif isinstance(value, list):
             value = "\n".join(map(str, value)) or "-"

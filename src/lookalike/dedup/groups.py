@@ -41,6 +41,7 @@ from typing import Protocol
 import numpy as np
 
 from lookalike.dedup.keep import DEFAULT_KEEP, keep_key
+from lookalike.imaging.checkpicture import VERIFIED_UP_TO
 from lookalike.models.registry import model_settings
 from lookalike.store.base import ItemRecord, Store, VectorRows
 from lookalike.store.vector_index import AUTO_EXACT_LIMIT
@@ -87,7 +88,7 @@ def default_margin(model_name: str | None) -> float:
 #: Geometric verification is on by default (for models with a ``verified_margin``) up to this many
 #: distinct contents: it re-reads most grouped images (bench_dups_heldout: ~950 of 1,300, 15-31 s on
 #: 2 cores), which past this size costs many minutes; ``verify=True`` asks for it at any size.
-VERIFY_AUTO_LIMIT = 20_000
+VERIFY_AUTO_LIMIT = VERIFIED_UP_TO
 
 
 def verify_by_default(model_name: str | None, n_contents: int) -> bool:
@@ -96,11 +97,16 @@ def verify_by_default(model_name: str | None, n_contents: int) -> bool:
 
 
 def pair_check_for(
-    model_name: str | None, verify: PairCheck | bool | None, *, within_limit: bool = True
+    model_name: str | None,
+    verify: PairCheck | bool | None,
+    *,
+    within_limit: bool = True,
+    stores: Sequence[Store] = (),
 ) -> PairCheck | None:
     """The check a face runs (``sweep``, ``check``): ``verify`` itself when it is a check, a default
     :class:`lookalike.dedup.verify.GeometricCheck` for True, none for False; None asks for a default
-    one for models whose rule was measured with it (``verified_margin``), when ``within_limit``."""
+    one for models whose rule was measured with it (``verified_margin``), when ``within_limit``.
+    A default check reads the pictures kept in ``stores`` (the indexes the records come from)."""
     if verify is None:
         verify = model_settings(model_name).verified_margin is not None and within_limit
     if verify is False:
@@ -108,7 +114,7 @@ def pair_check_for(
     if verify is True:
         from lookalike.dedup.verify import GeometricCheck
 
-        return GeometricCheck()
+        return GeometricCheck(stores=stores)
     return verify
 
 
@@ -755,7 +761,7 @@ def find_duplicate_groups(
     if verifying:
         from lookalike.dedup.verify import GeometricCheck
 
-        check = verify if not isinstance(verify, bool) and verify is not None else GeometricCheck()
+        check = verify if not isinstance(verify, bool) and verify is not None else GeometricCheck(stores=[store])
     if margin < 0:
         raise ValueError("margin must be >= 0 (0 turns the density rule off)")
     ids, vectors = store.vector_rows()  # read lazily: 1M x 1280-d would be 5 GB in RAM

@@ -206,7 +206,7 @@ def sweep(
     by_rule = threshold is None
     if threshold is None:
         threshold, rule = same_picture_threshold(index)
-    check = pair_check_for(index.model_name, verify)
+    check = pair_check_for(index.model_name, verify, stores=[index.store])
     pos = example_vectors(index, like)
     neg = example_vectors(index, unlike) if unlike else None
     scan = _scan(index, pos, neg, threshold, VERIFY_K if check is not None else 0)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,15 +49,16 @@ from functools import cached_property
 import numpy as np
 from PIL import Image
 
+from lookalike.imaging.checkpicture import CHECK_SIDE, PICTURE_KIND, decode_check_picture
 from lookalike.imaging.load import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
-from lookalike.store.base import ItemRecord
+from lookalike.store.base import ItemRecord, Store
 
 #: Longest side the images are decoded to for keypoints. On bench_dups_heldout's tuning set 320 px
 #: matched as many copies as 512 px at 60% of the time. Smaller sides (160 / 192 / 224 / 256 px: pair F1
 #: 0.905 / 0.920 / 0.923 / 0.923 vs 0.910, `dups` 6.8 / 9.7 / 14.1 / 14.2 s vs 18.3 s) were not taken:
 #: at 224 px a turned half-crop of a tuning-side photo no longer covers enough cells to confirm
 #: (tests/test_dups_verify.py) and the held-out F1 fell 0.844 -> 0.838 (docs/cleaning.md).
-DEFAULT_SIDE = 320
+DEFAULT_SIDE = CHECK_SIDE
 #: Keypoints of the first look per image (SIFT's strongest): :meth:`GeometricCheck.check` and
 #: :meth:`GeometricCheck.denies` match these.
 DEFAULT_FEATURES = 300
@@ -323,8 +324,10 @@ class GeometricCheck:
 
     ``check(a, b)`` returns the :class:`Match`; ``confirms(a, b)`` whether it makes them copies.
     ``prepare(records)`` computes keypoints for many records at once on ``workers`` threads
-    (OpenCV releases the GIL). ``decoded``/``unreadable`` count images, ``mirrored`` the images also
-    checked mirrored (:meth:`denies`); ``checked`` counts pairs.
+    (OpenCV releases the GIL). ``decoded``/``unreadable`` count images, ``from_index`` those of them
+    read from the copies kept in ``stores`` (:mod:`lookalike.imaging.checkpicture`; the indexes the
+    records come from) instead of their files, ``mirrored`` the images also checked mirrored
+    (:meth:`denies`); ``checked`` counts pairs.
     """
 
     def __init__(
@@ -339,6 +342,7 @@ class GeometricCheck:
         min_ratio: float = DEFAULT_MIN_RATIO,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         workers: int = 2,
+        stores: Sequence[Store] = (),
     ) -> None:
         if side < 32 or features < 8 or min_inliers < 4 or not 0.0 <= min_cover <= 1.0:
             raise ValueError("side >= 32, features >= 8, min_inliers >= 4 and 0 <= min_cover <= 1")
@@ -348,7 +352,8 @@ class GeometricCheck:
         self.fine_features, self.fine_gate = fine_features, fine_gate
         self.min_inliers, self.min_cover, self.min_ratio = min_inliers, min_cover, min_ratio
         self.max_pixels, self.workers = max_pixels, max(1, workers)
-        self.decoded = self.unreadable = self.checked = self.mirrored = self.second_looks = 0
+        self.stores = tuple(stores)
+        self.decoded = self.unreadable = self.checked = self.mirrored = self.second_looks = self.from_index = 0
         self._cache: dict[str, Keypoints | None] = {}
         self._matches: dict[tuple[str, str], Match] = {}
         self._fine: dict[tuple[str, str], Match] = {}
@@ -361,7 +366,28 @@ class GeometricCheck:
             detector = self._local.detector = _sift(self.fine_features or self.features)
         return detector
 
-    def _compute(self, rec: ItemRecord) -> Keypoints | None:
+    def _kept(self, records: Iterable[ItemRecord]) -> dict[str, bytes]:
+        """The stores' kept copies of these records' contents (none when they were made at another side)."""
+        if not self.stores or self.side != CHECK_SIDE:
+            return {}
+        wanted = {rec.sha256 for rec in records if not rec.sha256.startswith("picture:")}
+        kept: dict[str, bytes] = {}
+        for store in self.stores:
+            if wanted - kept.keys():
+                kept.update(store.pictures(PICTURE_KIND, sorted(wanted - kept.keys())))
+        return kept
+
+    def _compute(self, rec: ItemRecord, kept: bytes | None = None) -> Keypoints | None:
+        """Keypoints from the kept copy when there is one (a damaged copy falls back to the file)."""
+        if kept is not None:
+            try:
+                image = decode_check_picture(kept)
+            except (OSError, ValueError, Image.DecompressionBombError):
+                pass
+            else:
+                with self._lock:
+                    self.from_index += 1
+                return self._features(image)
         try:
             image = load_image(rec.path, draft_size=self.side, max_pixels=self.max_pixels).image
         except ImageLoadError:
@@ -389,8 +415,10 @@ class GeometricCheck:
                 todo.setdefault(rec.sha256, rec)
         if not todo:
             return
+        kept = self._kept(todo.values())
         with ThreadPoolExecutor(self.workers) as pool:
-            for sha, keypoints in zip(todo, pool.map(self._compute, todo.values()), strict=True):
+            computed = pool.map(lambda rec: self._compute(rec, kept.get(rec.sha256)), todo.values())
+            for sha, keypoints in zip(todo, computed, strict=True):
                 self._store(sha, keypoints)
 
     def _store(self, sha: str, keypoints: Keypoints | None) -> None:
@@ -421,7 +449,7 @@ class GeometricCheck:
     def keypoints(self, rec: ItemRecord) -> Keypoints | None:
         """This record's keypoints (None: its file could not be read)."""
         if rec.sha256 not in self._cache:
-            self._store(rec.sha256, self._compute(rec))
+            self._store(rec.sha256, self._compute(rec, self._kept([rec]).get(rec.sha256)))
         return self._cache[rec.sha256]
 
     def check(self, a: ItemRecord, b: ItemRecord) -> Match:

@@ -33,10 +33,10 @@ class EmbedFiles:
     the model on full batches), so a file fails, and is measured, exactly as it would locally.
     """
 
-    def __init__(self, model_name: str, max_pixels: int, threads: int) -> None:
+    def __init__(self, model_name: str, max_pixels: int, threads: int, keep_pictures: bool = False) -> None:
         from lookalike.models.registry import create_model
 
-        self.max_pixels = max_pixels
+        self.max_pixels, self.keep_pictures = max_pixels, keep_pictures
         self.model: Embedder = create_model(model_name, intra_op_num_threads=threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -44,6 +44,7 @@ class EmbedFiles:
         row = {path: i for i, path in enumerate(paths)}
         dim = self.model.spec.dim
         out: dict[str, list[object]] = {key: [""] * len(paths) for key in ("sha256", "reason", "detail", "info")}
+        out["picture"] = [b""] * len(paths)  # the geometric check's copy (lookalike.imaging.checkpicture)
         vectors = np.zeros((len(paths), dim), dtype=np.float32)
 
         class Collect:
@@ -51,6 +52,7 @@ class EmbedFiles:
                 for (work, vecs), extra in zip(done, extras, strict=True):
                     i = row[work.item.path]
                     out["sha256"][i] = work.info["sha256"]
+                    out["picture"][i] = work.info.pop("picture", b"")
                     out["info"][i] = json.dumps({**work.info, "extra": extra})
                     vectors[i] = vecs[0]
 
@@ -59,7 +61,9 @@ class EmbedFiles:
                 out["reason"][i], out["detail"][i] = skip.reason, skip.detail
 
         def prepare(found: FoundFile) -> Work[FoundFile] | Skip:
-            return prepare_file(found, self.model, self.max_pixels, known=lambda sha: False)
+            return prepare_file(
+                found, self.model, self.max_pixels, known=lambda sha: False, keep_picture=self.keep_pictures
+            )
 
         Pipeline(prepare, Collect(), self.model, workers=1).run([FoundFile(path, 0, 0) for path in paths])
         return {
@@ -123,14 +127,14 @@ def ingest_ray(
         ds = ray.data.from_items([{"path": f.path} for f in todo], override_num_blocks=blocks)
         embedded = ds.map_batches(
             EmbedFiles,
-            fn_constructor_args=(model.spec.name, max_pixels, 1),
+            fn_constructor_args=(model.spec.name, max_pixels, 1, run.keeps_pictures(todo)),
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=pool),
             num_cpus=1,
         )
         for batch in embedded.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
-            records, vectors = [], []
+            records, vectors, pictures = [], [], {}
             for i, path in enumerate(batch["path"]):
                 found = run.todo[str(path)]
                 if batch["reason"][i]:
@@ -143,6 +147,8 @@ def ingest_ray(
                     continue  # a move or copy: no new vector
                 records.append(file_record(work, extra))
                 vectors.append(batch["vector"][i])
+                if batch["picture"][i]:
+                    pictures[info["sha256"]] = bytes(batch["picture"][i])
             if records:
-                run.commit(records, np.stack(vectors))  # the store's crash-safe commit, one per batch
+                run.commit(records, np.stack(vectors), pictures)  # the store's crash-safe commit, one per batch
     return run.finish(remove_missing)

@@ -249,6 +249,16 @@ class Store(ABC):
         """
         return 0
 
+    def add_pictures(self, kind: str, pictures: Mapping[str, bytes]) -> int:
+        """Keep small copies of pictures (content sha256 -> bytes of recipe ``kind``, e.g.
+        :data:`lookalike.imaging.checkpicture.PICTURE_KIND`) for the geometric check; returns how many
+        were kept. Optional: this default keeps none, and the check then reads the files."""
+        return 0
+
+    def pictures(self, kind: str, sha256s: Sequence[str]) -> dict[str, bytes]:
+        """The kept copies of recipe ``kind`` among these contents (missing ones are left out)."""
+        return {}
+
     @abstractmethod
     def get_meta(self, key: str) -> object: ...
 

@@ -93,6 +93,9 @@ CREATE TABLE IF NOT EXISTS not_duplicates (
 CREATE TABLE IF NOT EXISTS skipped (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, reason TEXT NOT NULL, detail TEXT
 );
+CREATE TABLE IF NOT EXISTS pictures (
+    sha256 TEXT NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (sha256, kind)
+);
 """
 
 _COLUMNS = "id, path, sha256, size, mtime_ns, width, height, added_at, extra"
@@ -530,7 +533,8 @@ class LocalStore(Store):
         with self._write_txn():
             first = self._append_vectors(vectors)
             replaced = self._db.execute(
-                f"SELECT slot FROM items WHERE path IN ({','.join('?' * len(records))})", [r.path for r in records]
+                f"SELECT slot, sha256 FROM items WHERE path IN ({','.join('?' * len(records))})",
+                [r.path for r in records],
             ).fetchall()
             for offset, rec in enumerate(records):
                 slot = first + offset
@@ -544,8 +548,50 @@ class LocalStore(Store):
                 ).fetchone()
                 ids.append(int(row[0]))
             self._set_meta("n_slots", first + len(records))
+            self._prune_pictures({str(r[1]) for r in replaced})
             self._pending.append(("append", (first, np.asarray(ids, dtype=np.int64), [int(r[0]) for r in replaced])))
         return ids
+
+    def add_pictures(self, kind: str, pictures: Mapping[str, bytes]) -> int:
+        """Keep the check's small copies of these contents (see :meth:`Store.add_pictures`), in one
+        transaction. Copies of contents no item holds any more are dropped when their last item goes."""
+        if not pictures:
+            return 0
+        with self._write_txn():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO pictures(sha256, kind, data) VALUES(?, ?, ?)",
+                [(sha, kind, sqlite3.Binary(data)) for sha, data in pictures.items()],
+            )
+        return len(pictures)
+
+    def pictures(self, kind: str, sha256s: Sequence[str]) -> dict[str, bytes]:
+        if "pictures" not in self._tables or not sha256s:
+            return {}  # an index made before pictures were kept, opened read-only
+        wanted = list(dict.fromkeys(sha256s))
+        out: dict[str, bytes] = {}
+        with self._lock:
+            for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+                chunk = wanted[start : start + 500]
+                rows = self._db.execute(
+                    f"SELECT sha256, data FROM pictures WHERE kind = ? AND sha256 IN ({','.join('?' * len(chunk))})",
+                    [kind, *chunk],
+                ).fetchall()
+                out.update((str(sha), bytes(data)) for sha, data in rows)
+        return out
+
+    def _pictures_info(self) -> dict[str, int]:
+        """How many of the check's copies the index keeps, and their bytes (part of ``size_bytes``)."""
+        if "pictures" not in self._tables:
+            return {"check_pictures": 0, "check_pictures_bytes": 0}
+        count, total = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM pictures").fetchone()
+        return {"check_pictures": int(count), "check_pictures_bytes": int(total)}
+
+    def _prune_pictures(self, sha256s: set[str]) -> None:
+        """Inside a write transaction: drop the kept copies of these contents where no item holds them."""
+        self._db.executemany(
+            "DELETE FROM pictures WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM items WHERE sha256 = ?)",
+            [(sha, sha) for sha in sha256s],
+        )
 
     def move(self, item_id: int, new_path: str, mtime_ns: int) -> None:
         with self._write_txn():
@@ -574,11 +620,15 @@ class LocalStore(Store):
         if not ids:
             return 0
         with self._write_txn():
-            slots = []
+            slots, shas = [], set()
             for item_id in ids:
-                row = self._db.execute("DELETE FROM items WHERE id = ? RETURNING slot", (int(item_id),)).fetchone()
+                row = self._db.execute(
+                    "DELETE FROM items WHERE id = ? RETURNING slot, sha256", (int(item_id),)
+                ).fetchone()
                 if row:
                     slots.append(int(row[0]))
+                    shas.add(str(row[1]))
+            self._prune_pictures(shas)
             self._pending.append(("dead", np.asarray(slots, dtype=np.int64)))
         return len(slots)
 
@@ -795,6 +845,7 @@ class LocalStore(Store):
                 gone = self._db.execute("DELETE FROM items WHERE slot >= ? RETURNING path", (intact,)).fetchall()
                 for slot in holes:
                     gone += self._db.execute("DELETE FROM items WHERE slot = ? RETURNING path", (slot,)).fetchall()
+                self._db.execute("DELETE FROM pictures WHERE sha256 NOT IN (SELECT sha256 FROM items)")
                 self._set_meta("n_slots", intact)
                 self._pending.append(("reload", None))
             report.dropped = sorted(path for (path,) in gone)
@@ -830,6 +881,7 @@ class LocalStore(Store):
                 "access": f"read-only ({self.read_only_reason})" if self.read_only else "read-write",
                 **({"index_nprobe": search.nprobe} if isinstance(search, AnnIndex) and search.nprobe else {}),
                 "size_bytes": self.disk_bytes(),
+                **self._pictures_info(),
                 "created_at": self._meta("created_at"),
                 "updated_at": self._meta("updated_at"),
                 "roots": self._meta("roots") or [],

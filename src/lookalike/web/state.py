@@ -73,7 +73,7 @@ class WebState:
         """:func:`lookalike.dedup.copies.search_verified`, at most :data:`VERIFIED_AT_ONCE` at a time
         (blocking: call it from a worker thread)."""
         with self.verified_slots:
-            return search_verified(self.index, queries, k, check=GeometricCheck())
+            return search_verified(self.index, queries, k, check=GeometricCheck(stores=[self.index.store]))
 
     def close(self) -> None:
         self.batcher.close()
