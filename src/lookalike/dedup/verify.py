@@ -49,7 +49,7 @@ from functools import cached_property
 import numpy as np
 from PIL import Image
 
-from lookalike.imaging.checkpicture import CHECK_SIDE, PICTURE_KIND, decode_check_picture
+from lookalike.imaging.checkpicture import CHECK_SIDE, PICTURE_KIND, check_picture, decode_check_picture
 from lookalike.imaging.load import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from lookalike.store.base import ItemRecord, Store
 
@@ -395,8 +395,7 @@ class GeometricCheck:
         return self._features(image)
 
     def _features(self, image: Image.Image) -> Keypoints:
-        grey = image.convert("L")
-        grey.thumbnail((self.side, self.side))
+        grey = check_picture(image, self.side)
         points, descriptors = self._detector().detectAndCompute(np.asarray(grey), None)
         if descriptors is None or len(points) < 4:
             return Keypoints(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8), grey.size)
